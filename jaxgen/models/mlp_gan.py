@@ -1,0 +1,58 @@
+"""The original fully connected GAN (Goodfellow et al. 2014).
+
+G maps z through ReLU hidden layers to a tanh image; D maps the flattened image through
+maxout hidden layers (as in the paper's MNIST model) to one logit.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+class MLPGenerator(nn.Module):
+  output_shape: Sequence[int]
+  hidden: Sequence[int] = (256, 256)
+
+  @nn.compact
+  def __call__(self, z, train: bool = True):
+    x = z
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    x = nn.Dense(int(np.prod(self.output_shape)))(x)
+    return jnp.tanh(x).reshape((z.shape[0], *self.output_shape))
+
+
+class Maxout(nn.Module):
+  features: int
+  pieces: int = 2
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Dense(self.features * self.pieces)(x)
+    return jnp.max(y.reshape(*x.shape[:-1], self.features, self.pieces), axis=-1)
+
+
+class MLPDiscriminator(nn.Module):
+  hidden: Sequence[int] = (256, 256)
+  pieces: int = 2
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = x.reshape((x.shape[0], -1))
+    for width in self.hidden:
+      x = Maxout(width, self.pieces)(x)
+    return nn.Dense(1)(x)[:, 0]
+
+
+def make_gan(cfg):
+  if cfg.resolution < 1 or cfg.channels not in (1, 3):
+    raise ValueError(f'mlp_gan needs resolution >= 1 and channels in (1, 3); got '
+                     f'resolution={cfg.resolution}, channels={cfg.channels}.')
+  shape = (cfg.resolution, cfg.resolution, cfg.channels)
+  g_hidden = tuple(cfg.get('g_hidden', (cfg.g_width, cfg.g_width)))
+  d_hidden = tuple(cfg.get('d_hidden', (cfg.d_width, cfg.d_width)))
+  return (MLPGenerator(shape, g_hidden),
+          MLPDiscriminator(d_hidden, cfg.get('maxout_pieces', 2)))
