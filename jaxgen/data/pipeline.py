@@ -24,12 +24,15 @@ CROPS = {
     'jaxgen_digits': 'resize',
     'mnist': 'resize',
     'fashion_mnist': 'resize',
+    'binarized_mnist': 'resize',  # Stored as 0/1 pixels: VALUE_SCALE maps them to 0/255.
     'cifar10': 'resize',
     'celeb_a': 'celeba',        # DCGAN-style: centre 108x108 crop of the 218x178 image, resize.
     'lsun/bedroom': 'center',   # centre square crop, resize.
     'caltech_birds2011': 'center',
     'oxford_flowers102': 'center',
 }
+# name -> factor bringing stored pixel values to 0..255.
+VALUE_SCALE = {'binarized_mnist': 255.0}
 FOLDER = 'folder'
 TOY2D = ('toy2d_ring', 'toy2d_grid')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
@@ -87,19 +90,24 @@ def _tfds_builder(data_config):
     from jaxgen.data import digits  # pylint: disable=g-import-not-at-top
     builder = digits.JaxgenDigits(config=str(data_config.resolution), data_dir=data_dir)
     if not builder.is_prepared():  # Built from data inside scikit-learn: no network.
-      builder.download_and_prepare()
+      print(f'Preparing jaxgen_digits/{data_config.resolution} in {data_dir} (once, seconds).')
+      tfds.display_progress_bar(False)
+      try:
+        builder.download_and_prepare()
+      finally:
+        tfds.display_progress_bar(True)
     return builder
-  builder = tfds.builder(name, data_dir=data_dir)
-  if not builder.is_prepared():
-    raise DatasetNotAvailableError(
-        f'TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} '
-        f'(looked for {builder.data_dir}) and jaxgen never downloads. Prepare it on a machine '
-        f'with network access: `tfds build {name} --data_dir={data_dir}` (or '
-        f'`python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
-        f'data_dir={data_dir!r}).download_and_prepare()"`; some sets, e.g. celeb_a and lsun, '
-        'need manual downloads, see the TFDS catalogue), then copy the folder here and pass '
-        '--config.data.data_dir.')
-  return builder
+  return tfds.builder(name, data_dir=data_dir)
+
+
+def _not_prepared(data_config, builder):
+  name, data_dir = data_config.name, default_data_dir(data_config.get('data_dir'))
+  return DatasetNotAvailableError(
+      f'TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} '
+      f'(looked for {builder.data_dir}) and jaxgen never downloads. Prepare it on a machine '
+      f'with network access: `tfds build {name} --data_dir={data_dir}` (some sets, e.g. '
+      'celeb_a and lsun, need manual downloads: see the TFDS catalogue), then copy the folder '
+      'here and pass --config.data.data_dir=<that folder> (or set TFDS_DATA_DIR).')
 
 
 def _process_split(split):
@@ -123,7 +131,7 @@ def _preprocess(image, data_config):
   tf = _tf()
   res, channels = data_config.resolution, data_config.get('channels', 3)
   crop = CROPS.get(data_config.name, data_config.get('crop', 'center'))
-  image = tf.cast(image, tf.float32)
+  image = tf.cast(image, tf.float32) * VALUE_SCALE.get(data_config.name, 1.0)
   if crop == 'celeba':
     image = tf.image.crop_to_bounding_box(image, 55, 35, 108, 108)
   elif crop == 'center':
@@ -154,20 +162,30 @@ def _base_dataset(data_config, split):
                                  expand_animations=False)
       return {'image': _preprocess(image, data_config)}
 
-    ds = tf.data.Dataset.from_tensor_slices(files).map(load, deterministic=True)
+    ds = tf.data.Dataset.from_tensor_slices(files).map(
+        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if data_config.get('skip_bad_images', False):
       ds = ds.ignore_errors()
     return ds, len(files)
 
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = _tfds_builder(data_config)
-  if split not in builder.info.splits:
+  splits = builder.info.splits
+  if splits and split not in splits:
     raise ValueError(f'Dataset {data_config.name!r} has no split {split!r}; it has: '
-                     f'{", ".join(builder.info.splits)}.')
+                     f'{", ".join(splits)}.')
   psplit = _process_split(split)
-  num = builder.info.splits[psplit].num_examples
-  ds = builder.as_dataset(split=psplit, shuffle_files=False,
-                          read_config=tfds.ReadConfig(interleave_cycle_length=1))
+  try:  # Fails at once when the data is absent (tfds.testing.mock_data also lands here).
+    ds = builder.as_dataset(split=psplit, shuffle_files=False,
+                            read_config=tfds.ReadConfig(interleave_cycle_length=1))
+  except AssertionError as e:
+    raise _not_prepared(data_config, builder) from e
+  if splits:
+    num = splits[psplit].num_examples
+  else:
+    num = int(ds.cardinality())
+    if num < 0:
+      num = int(ds.reduce(0, lambda n, _: n + 1))
 
   def prep(ex):
     out = {'image': _preprocess(ex['image'], data_config)}

@@ -95,7 +95,9 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     g_key = jax.random.fold_in(key, 1)
     images = batch['image']
     m = images.shape[0] // n_dis
-    real = images.reshape((n_dis, m, *images.shape[1:]))
+    # Example i * n_dis + j goes to D update j: splitting the (sharded) batch axis this way
+    # keeps each update's m examples spread over the devices.
+    real = jnp.swapaxes(images.reshape((m, n_dis, *images.shape[1:])), 0, 1)
     carry = (state.g_params, state.g_state, state.d_params, state.d_state, state.d_opt_state)
     carry, d_metrics = jax.lax.scan(d_update, carry, (real, d_keys))
     _, g_state, d_params, d_state, d_opt_state = carry
