@@ -336,3 +336,29 @@ def _report_divergence(config, workdir, merged, bad, bad_step, manager, bar):
       f'{nonfinite or "gradients only"}). Nothing after the last checkpoint '
       f'(step {manager.latest_step()}) was saved. Lower the learning rate, or set '
       '--config.divergence_policy=skip to drop such updates.')
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f'{workdir!r} holds no trained run ({CONFIG_FILE} is missing).')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_run(workdir: str, step: int | None = None):
+  """Loads a trained GAN run: returns (config, generator, discriminator, state).
+
+  ``step`` defaults to the newest checkpoint. Raises ValueError when there is none.
+  """
+  config = load_config(workdir)
+  generator, discriminator, _, _, init, _ = build(config)
+  state = jax.jit(init)()
+  manager = checkpoint.make_manager(workdir, config.keep_checkpoints, create=False)
+  try:
+    restored = checkpoint.restore(manager, state, step)
+  finally:
+    manager.close()
+  if restored is None:
+    raise ValueError(f'{workdir!r} has no checkpoint to restore.')
+  return config, generator, discriminator, restored
