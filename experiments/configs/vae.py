@@ -49,6 +49,7 @@ def vae_defaults(name: str = 'vae') -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval_every = 2000
   c.divergence_policy = 'stop'
+  c.write_figures = True     # figures/ at the end of training (see jaxgen.vae_tools).
   c.eval = ml_collections.ConfigDict(dict(
       elbo_samples=10, iwae_k=100, final_iwae_k=5000, iwae_chunk=500, batch_size=100,
       max_examples=0, binarize_seed=0))

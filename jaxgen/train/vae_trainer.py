@@ -148,31 +148,33 @@ def check_workdir(config, workdir: str) -> None:
 # ---------------------------------------------------------------------------- state and step
 
 
-def make_optimizer(config, steps_per_epoch: int | None = None):
-  """Adam with a constant, cosine or IWAE-paper learning-rate schedule.
+def learning_rate(config, steps_per_epoch: int | None = None):
+  """The learning rate: a float (constant) or an optax schedule (cosine, iwae).
 
   'iwae' is Burda et al.'s schedule: passes i = 0..7 of 3^i epochs each at learning rate
-  1e-4 * round(10^(1 - i/7), 1) (1e-3 down to 1e-4), 3,280 epochs in all;
+  1e-4 * round(10^(1 - i/7), 1) (1e-3, 7.2e-4, ..., 1e-4), 3,280 epochs in all;
   ``optimizer.lr`` is ignored and ``steps_per_epoch`` is needed.
   """
   opt = config.optimizer
   schedule = opt.get('schedule', 'constant')
   if schedule == 'constant':
-    lr = opt.lr
-  elif schedule == 'cosine':
-    lr = optax.cosine_decay_schedule(opt.lr, config.num_steps, alpha=opt.get('final_lr_frac', 0.1))
-  else:
-    if not steps_per_epoch:
-      raise ValueError('optimizer.schedule="iwae" needs the number of steps per epoch.')
-    boundaries, values, total = {}, [], 0
-    for i in range(8):
-      values.append(1e-4 * round(10.0 ** (1 - i / 7), 1))
-      total += 3 ** i * steps_per_epoch
-      if i < 7:
-        boundaries[total] = None
-    scales = {b: values[i + 1] / values[i] for i, b in enumerate(boundaries)}
-    lr = optax.piecewise_constant_schedule(values[0], scales)
-  return optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.get('eps', 1e-8))
+    return opt.lr
+  if schedule == 'cosine':
+    return optax.cosine_decay_schedule(opt.lr, config.num_steps,
+                                       alpha=opt.get('final_lr_frac', 0.1))
+  if not steps_per_epoch:
+    raise ValueError('optimizer.schedule="iwae" needs the number of steps per epoch.')
+  values = [1e-4 * round(10.0 ** (1 - i / 7), 1) for i in range(8)]
+  ends = np.cumsum([3 ** i * steps_per_epoch for i in range(8)])
+  return optax.piecewise_constant_schedule(
+      values[0], {int(ends[i]): values[i + 1] / values[i] for i in range(7)})
+
+
+def make_optimizer(config, steps_per_epoch: int | None = None):
+  """Adam (b1, b2, eps from the config) with ``learning_rate(config, steps_per_epoch)``."""
+  opt = config.optimizer
+  return optax.adam(learning_rate(config, steps_per_epoch), b1=opt.b1, b2=opt.b2,
+                    eps=opt.get('eps', 1e-8))
 
 
 def iwae_schedule_steps(steps_per_epoch: int) -> int:
@@ -552,7 +554,7 @@ def train_and_evaluate(config, workdir: str) -> VAEState:
   writer.flush()
   writer.close()
   _write_json(os.path.join(workdir, EVAL_FILE), result)
-  if is_main:
+  if is_main and config.get('write_figures', True):
     vae_tools.write_figures(config, model, state.params, test_images, test_labels,
                             os.path.join(workdir, 'figures'))
   return state

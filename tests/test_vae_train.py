@@ -1,0 +1,232 @@
+"""VAE / CVAE modules, trainer and tools: shapes, conditioning, targets, schedule, runs, resume."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import cvae as cvae_configs
+from experiments.configs import vae as vae_configs
+from jaxgen import vae_tools
+from jaxgen.models import vae as vae_models
+from jaxgen.train import vae_trainer as vt
+from jaxgen.train.writers import read_metrics
+
+
+def model_config(**kw):
+  base = dict(name='vae', encoder='mlp', decoder='mlp', hidden=(16,), conv_widths=(4, 8),
+              conv_hidden=0, latent_dim=3, activation='relu', likelihood='bernoulli',
+              gaussian_variance='fixed', gaussian_std=0.1, min_std=1e-3, resolution=16,
+              channels=1, num_classes=0)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def tiny(kind='vae', tfds_dir='', **overrides):
+  cfg = (vae_configs if kind == 'vae' else cvae_configs).get_config('tiny')
+  cfg.data.data_dir = tfds_dir
+  for key, value in overrides.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+@pytest.mark.parametrize('enc,dec', [('mlp', 'mlp'), ('conv', 'conv'), ('conv', 'mlp')])
+@pytest.mark.parametrize('num_classes', [0, 10])
+def test_shapes_and_conditioning(enc, dec, num_classes):
+  c = model_config(encoder=enc, decoder=dec, num_classes=num_classes,
+                   name='cvae' if num_classes else 'vae')
+  model = vae_models.make_vae(c)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 1))
+  y = jnp.array([0, 1, 2, 3]) if num_classes else None
+  params = model.init(jax.random.PRNGKey(1), x, y)
+  mu, logvar = model.apply(params, x, y, method=model.encode)
+  assert mu.shape == logvar.shape == (4, 3)
+  loc, lv = model.apply(params, mu, y, method=model.decode)
+  assert loc.shape == (4, 16, 16, 1) and lv is None
+  img = model.apply(params, mu, y, method=model.mean_image)
+  assert float(img.min()) >= 0 and float(img.max()) <= 1
+  if num_classes:  # Both networks see the label.
+    y2 = (y + 5) % 10
+    assert not np.allclose(model.apply(params, x, y, method=model.encode)[0],
+                           model.apply(params, x, y2, method=model.encode)[0])
+    assert not np.allclose(model.apply(params, mu, y, method=model.decode)[0],
+                           model.apply(params, mu, y2, method=model.decode)[0])
+    with pytest.raises(ValueError, match='pass labels'):
+      model.apply(params, x, None, method=model.encode)
+
+
+def test_gaussian_variances():
+  x = jnp.full((2, 16, 16, 1), 0.5)
+  for var, shape in (('fixed', ()), ('scalar', ()), ('pixel', (16, 16, 1))):
+    c = model_config(likelihood='gaussian', gaussian_variance=var, gaussian_std=0.2)
+    model = vae_models.make_vae(c)
+    params = model.init(jax.random.PRNGKey(0), x)
+    _, logvar = model.apply(params, jnp.zeros((2, 3)), method=model.decode)
+    assert logvar.shape == shape
+    if var == 'fixed':
+      np.testing.assert_allclose(float(logvar), 2 * np.log(0.2), rtol=1e-6)
+    else:  # Smooth floor at min_std^2 even for a very negative raw parameter.
+      p = jax.tree.map(lambda a: a, params)
+      p['params']['raw_logvar'] = jnp.full(shape, -1e3)
+      _, lv = model.apply(p, jnp.zeros((2, 3)), method=model.decode)
+      np.testing.assert_allclose(np.asarray(lv), 2 * np.log(1e-3), rtol=1e-5)
+
+
+@pytest.mark.parametrize('bad,match', [
+    (dict(name='vq_vae'), 'Unknown VAE model'),
+    (dict(latent_dim=0), 'latent_dim'),
+    (dict(encoder='resnet'), 'model.encoder'),
+    (dict(encoder='conv', conv_widths=(4, 8, 16, 32, 64)), 'divisible by 32'),
+    (dict(likelihood='poisson'), 'model.likelihood'),
+    (dict(likelihood='gaussian', gaussian_variance='learned'), 'gaussian_variance'),
+    (dict(name='cvae', num_classes=0), 'num_classes >= 2'),
+    (dict(num_classes=10), 'unconditional'),
+    (dict(activation='swish2'), 'activation'),
+])
+def test_bad_model_configs(bad, match):
+  with pytest.raises(ValueError, match=match):
+    vae_models.make_vae(model_config(**bad))
+
+
+def test_bad_run_configs():
+  for overrides, match in ((dict(binarize='otsu'), 'binarize'),
+                           ({'model.likelihood': 'gaussian'}, 'needs model.likelihood'),
+                           (dict(dequantize=True), 'dequantize'),
+                           ({'data.resolution': 32}, 'must equal'),
+                           ({'optimizer.schedule': 'step'}, 'schedule'),
+                           ({'eval.iwae_k': 0}, 'eval.iwae_k')):
+    with pytest.raises(ValueError, match=match):
+      vt.validate_config(tiny(**overrides))
+  with pytest.raises(ValueError, match='variant'):
+    vae_configs.get_config('svhn')
+  with pytest.raises(ValueError, match='labels'):
+    cvae_configs.get_config('celeb_a')
+
+
+def test_iwae_schedule():
+  cfg = vae_configs.get_config('iwae')
+  lr = vt.learning_rate(cfg, steps_per_epoch=10)
+  ends = np.cumsum([3 ** i * 10 for i in range(8)])  # 10, 40, 130, ..., 32800 steps.
+  assert vt.iwae_schedule_steps(10) == ends[-1] == 32800
+  expected = [1e-3, 7.2e-4, 5.2e-4, 3.7e-4, 2.7e-4, 1.9e-4, 1.4e-4, 1e-4]
+  starts = [0, *ends[:-1]]
+  for i, value in enumerate(expected):
+    np.testing.assert_allclose(float(lr(starts[i])), value, rtol=1e-6)
+    np.testing.assert_allclose(float(lr(ends[i] - 1)), value, rtol=1e-6)
+  assert cfg.model.hidden == (200, 200) and cfg.model.latent_dim == 50
+  assert cfg.batch_size == 20 and cfg.optimizer.eps == 1e-4 and cfg.num_epochs == 3280
+
+
+def test_targets_binarization_and_dequantization():
+  images = np.random.default_rng(0).uniform(-1, 1, size=(200, 4, 4, 1)).astype(np.float32)
+  x01 = (images + 1) / 2
+  cfg = tiny()
+  t = np.asarray(vt.prepare_targets(cfg, jnp.asarray(images), jax.random.PRNGKey(0)))
+  assert set(np.unique(t)) <= {0.0, 1.0}
+  assert abs(t.mean() - x01.mean()) < 0.02
+  # The fixed test binarization does not depend on how the split is batched.
+  whole = vt.EvalTargets(cfg)(images)
+  parts = vt.EvalTargets(cfg)
+  np.testing.assert_array_equal(np.concatenate([parts(images[:7]), parts(images[7:])]), whole)
+  assert not np.array_equal(whole, vt.EvalTargets(tiny(**{'eval.binarize_seed': 1}))(images))
+  soft = tiny(binarize='none')
+  np.testing.assert_allclose(np.asarray(vt.prepare_targets(soft, jnp.asarray(images), None)), x01)
+  deq = tiny(binarize='none', dequantize=True, **{'model.likelihood': 'gaussian'})
+  levels = np.round(x01 * 255)
+  d = np.asarray(vt.prepare_targets(deq, jnp.asarray(levels / 127.5 - 1), jax.random.PRNGKey(1)))
+  assert np.all(d >= levels / 256 - 1e-6) and np.all(d < (levels + 1) / 256 + 1e-6)
+
+
+def test_vae_run_end_to_end(tfds_dir, tmp_path):
+  workdir = str(tmp_path / 'vae')
+  cfg = tiny(tfds_dir=tfds_dir, num_steps=30, log_every=10, checkpoint_every=15, eval_every=0,
+             **{'model.latent_dim': 2, 'optimizer.lr': 3e-3})
+  state = vt.train_and_evaluate(cfg, workdir)
+  assert int(state.step) == 30
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['15', '30']
+  figures = set(os.listdir(os.path.join(workdir, 'figures')))
+  assert {'reconstructions.png', 'interpolations.png', 'samples.png',
+          'latent_grid.png'} <= figures
+  with open(os.path.join(workdir, 'eval.json')) as f:
+    res = json.load(f)
+  assert res['num_examples'] == 100 and res['iwae_k'] == cfg.eval.final_iwae_k
+  assert np.isfinite(res['elbo']) and res['kl'] >= 0
+  assert np.isclose(res['elbo'], res['log_lik'] - res['kl'])
+  assert res['iwae'] > res['elbo']  # Tighter bound (k = 16) on 100 examples.
+  train = [r for r in read_metrics(workdir) if 'train/elbo' in r]
+  assert [r['step'] for r in train] == [10, 20, 30]
+  assert train[-1]['train/elbo'] > train[0]['train/elbo']  # It learns.
+  # The decoder's pixel bias started at the logit of the mean training image.
+  params0 = vt.init_state(cfg, vae_models.make_vae(cfg.model),
+                          vt.make_optimizer(cfg), (16, 16, 1), vt.output_bias(cfg)).params
+  from jaxgen.data import pipeline
+  imgs, _ = pipeline.load_split_arrays(cfg.data, 'train')
+  m = np.clip(((imgs + 1) / 2).mean(0), 1e-3, 1 - 1e-3)
+  np.testing.assert_allclose(np.asarray(params0['decoder']['pixel_bias']),
+                             np.log(m / (1 - m)), atol=1e-4)
+  # Tools on the finished run.
+  config, model, params, step = vt.load_run(workdir)
+  assert step == 30
+  grid = vae_tools.latent_grid(config, model, params, n=5)
+  assert grid.shape == (25, 16, 16, 1)
+  with pytest.raises(ValueError, match='no classes'):
+    vae_tools.generate(config, model, params, label=3)
+  assert vae_tools.main(['evaluate', f'--workdir={workdir}', '--k=8', '--max-examples=20']) == 0
+  assert vae_tools.main(['rerender', f'--workdir={workdir}']) == 2  # Not a CVAE: clear error.
+  # A different architecture in the same workdir is refused before anything is written.
+  with pytest.raises(ValueError, match='latent_dim'):
+    vt.train_and_evaluate(tiny(tfds_dir=tfds_dir, **{'model.latent_dim': 5}), workdir)
+
+
+def test_cvae_run_and_tools(tfds_dir, tmp_path):
+  workdir = str(tmp_path / 'cvae')
+  cfg = tiny('cvae', tfds_dir=tfds_dir, num_steps=10, eval_every=0)
+  vt.train_and_evaluate(cfg, workdir)
+  assert {'class_grid.png', 'rerender.png'} <= set(os.listdir(os.path.join(workdir, 'figures')))
+  config, model, params, _ = vt.load_run(workdir)
+  samples = vae_tools.generate(config, model, params, label=7, num=6)
+  assert samples.shape == (6, 16, 16, 1)
+  from jaxgen.data import pipeline
+  images, labels = pipeline.load_split_arrays(config.data, 'test', max_examples=3)
+  out = vae_tools.rerender(config, model, params, images, labels)
+  assert out.shape == (3 * 11, 16, 16, 1)
+  np.testing.assert_allclose(out[0], (images[0] + 1) / 2)  # Row starts with the original.
+  # Column c of a row is the decoder mean at that image's style z with label c.
+  z = vae_tools.encode_mean(config, model, params, images[:1], labels[:1])
+  np.testing.assert_allclose(out[1 + 4], vae_tools.decode_mean(config, model, params, z, [4])[0],
+                             atol=1e-6)
+  for bad in (10, -1):
+    with pytest.raises(ValueError, match=r'\[0, 9\]'):
+      vae_tools.generate(config, model, params, label=bad)
+  with pytest.raises(ValueError, match='2-d latent'):
+    vae_tools.latent_grid(config, model, params)
+  path = str(tmp_path / 'seven.png')
+  assert vae_tools.main(['generate', f'--workdir={workdir}', '--label=7', f'--out={path}']) == 0
+  assert os.path.exists(path)
+
+
+def test_resume_equals_uninterrupted_run(tfds_dir, tmp_path):
+  n = 6
+  kw = dict(tfds_dir=tfds_dir, num_steps=n, checkpoint_every=n // 2, eval_every=0,
+            write_figures=False, **{'eval.final_iwae_k': 2, 'eval.max_examples': 20})
+  full = vt.train_and_evaluate(tiny(**kw), str(tmp_path / 'full'))
+  half = str(tmp_path / 'half')
+  vt.train_and_evaluate(tiny(**{**kw, 'num_steps': n // 2}), half)
+  resumed = vt.train_and_evaluate(tiny(**kw), half)
+  assert int(resumed.step) == n
+  for a, b in zip(jax.tree.leaves((full.params, full.opt_state)),
+                  jax.tree.leaves((resumed.params, resumed.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The run is a function of the seed: another seed starts elsewhere.
+  cfg1 = tiny(**{**kw, 'seed': 1})
+  model, tx = vae_models.make_vae(cfg1.model), vt.make_optimizer(cfg1)
+  a = vt.init_state(tiny(**kw), model, tx, (16, 16, 1)).params
+  b = vt.init_state(cfg1, model, tx, (16, 16, 1)).params
+  assert not np.allclose(np.asarray(jax.tree.leaves(a)[0]), np.asarray(jax.tree.leaves(b)[0]))
