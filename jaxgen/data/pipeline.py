@@ -80,6 +80,7 @@ def validate(data_config):
     if not path or not os.path.isdir(path):
       raise ValueError(f'data.name="folder" needs data.path to be a directory of images; '
                        f'got {path!r}.')
+    _folder_files(data_config)  # Unreadable files are found here, before any training.
 
 
 def _tfds_builder(data_config):
@@ -117,13 +118,54 @@ def _process_split(split):
   return tfds.even_splits(split, n=jax.process_count(), drop_remainder=True)[jax.process_index()]
 
 
-def _folder_files(data_config):
-  root = data_config.path
+class BadImagesError(ValueError):
+  """Unreadable image files in a folder dataset (data.skip_bad_images=False)."""
+
+
+@functools.cache
+def _scan_folder(root: str, channels: int, skip_bad: bool):
+  """Lists readable images under ``root``; counts unreadable ones and channel conversions.
+
+  Every file is opened and verified once (PIL), so a corrupt file is found before training
+  rather than as a crash mid-run. Returns (files, bad files, files whose channel count
+  differs from ``channels``; those are converted on decode).
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   files = sorted(f for f in glob.glob(os.path.join(root, '**', '*'), recursive=True)
                  if f.lower().endswith(IMAGE_EXTENSIONS))
   if not files:
     raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found under {root!r}.')
-  return files
+  good, bad, converted = [], [], []
+  for f in files:
+    try:
+      with Image.open(f) as im:
+        im.verify()
+      with Image.open(f) as im:
+        im.load()
+        bands = len(im.getbands())
+    except Exception:  # pylint: disable=broad-except
+      bad.append(f)
+      continue
+    good.append(f)
+    if bands not in (channels, channels + 1):  # An alpha band is dropped silently.
+      converted.append(f)
+  if bad and not skip_bad:
+    shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+    raise BadImagesError(f'{len(bad)} of {len(files)} files under {root!r} are not readable '
+                         f'images: {shown}. Remove them, or set '
+                         '--config.data.skip_bad_images=True to skip them.')
+  if not good:
+    raise ValueError(f'None of the {len(files)} image files under {root!r} is readable.')
+  if jax.process_index() == 0 and (bad or converted):
+    print(f'{root}: {len(good)} images; skipped {len(bad)} unreadable; converted '
+          f'{len(converted)} to {channels} channel(s).')
+  return tuple(good), tuple(bad), tuple(converted)
+
+
+def _folder_files(data_config):
+  files, _, _ = _scan_folder(os.path.abspath(data_config.path), data_config.get('channels', 3),
+                             bool(data_config.get('skip_bad_images', False)))
+  return list(files)
 
 
 def _preprocess(image, data_config):
@@ -164,8 +206,6 @@ def _base_dataset(data_config, split):
 
     ds = tf.data.Dataset.from_tensor_slices(files).map(
         load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if data_config.get('skip_bad_images', False):
-      ds = ds.ignore_errors()
     return ds, len(files)
 
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

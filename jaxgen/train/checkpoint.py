@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import flax
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -23,7 +24,8 @@ def make_manager(workdir: str, keep: int = 3, *, subdir: str = LATEST_DIR,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=create,
       best_fn=(lambda m: m[best_metric]) if best_metric else None,
-      best_mode=best_mode, keep_checkpoints_without_metrics=not best_metric)
+      best_mode=best_mode, keep_checkpoints_without_metrics=not best_metric,
+      cleanup_tmp_directories=True)  # Remove halves of writes cut short by a crash.
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, subdir)), options=options)
 
 
@@ -34,13 +36,29 @@ def save(manager: ocp.CheckpointManager, step: int, state, metrics=None, *,
 
 
 def restore(manager: ocp.CheckpointManager, target, step: int | None = None):
-  """Restores ``step`` (default: newest) into the structure, dtypes and shardings of ``target``.
+  """Restores ``step`` into the structure, dtypes and shardings of ``target``.
 
-  Returns None when there is nothing to restore.
+  Without ``step``, the newest checkpoint that restores is used: one that fails to read (say,
+  damaged on disk) is reported and the next older one is tried. Returns None when there is
+  nothing to restore; raises ValueError when checkpoints exist but none fits ``target``.
   """
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    return None
+  if step is not None:
+    return _restore_step(manager, target, step)
+  errors = []
+  for s in sorted(manager.all_steps(), reverse=True):
+    try:
+      return _restore_step(manager, target, s)
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(f'step {s}: {type(e).__name__}: {str(e)[:300]}')
+      logging.warning('Checkpoint at step %d could not be restored (%s); trying an older one.',
+                      s, e)
+  if errors:
+    raise ValueError(f'No checkpoint in {manager.directory} fits this config: '
+                     + ' | '.join(errors))
+  return None
+
+
+def _restore_step(manager, target, step):
   target_dict = flax.serialization.to_state_dict(target)
 
   def abstract(x):

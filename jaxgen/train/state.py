@@ -22,6 +22,8 @@ class GANState:
   d_state: PyTree            # D's mutable collections (batch_stats, spectral-norm vectors).
   d_opt_state: PyTree
   ema_params: PyTree         # EMA of g_params ({} when EMA is off).
+  # Batches skipped by divergence rollbacks: the input pipeline is at step + data_offset.
+  data_offset: jax.Array
 
 
 def make_optimizers(opt_config):
@@ -57,7 +59,7 @@ def init_state(config, generator, discriminator, g_tx, d_tx, data_shape) -> GANS
   return GANState(step=jnp.zeros((), jnp.int32), rng=train_key,
                   g_params=g_params, g_state=g_state, g_opt_state=g_tx.init(g_params),
                   d_params=d_params, d_state=d_state, d_opt_state=d_tx.init(d_params),
-                  ema_params=ema)
+                  ema_params=ema, data_offset=jnp.zeros((), jnp.int32))
 
 
 def count_params(params) -> int:

@@ -21,6 +21,24 @@ from jaxgen.losses import gan as gan_losses
 from jaxgen.train.state import GANState, sample_latent
 
 
+def _shard_batch_axis(x):
+  """Splits ``x``'s leading (batch) axis over the current mesh's ``data`` axis, if any.
+
+  z is drawn inside the step, so without this it is replicated and every device would run
+  G and the D-on-fakes pass on the whole global batch. Sharded, each device does its share;
+  BatchNorm still reduces over the global batch. A no-op without a mesh (plain jit).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or 'data' not in mesh.axis_names:
+    return x
+  if mesh.shape['data'] == 1 or x.shape[0] % mesh.shape['data']:
+    return x
+  spec = jax.sharding.PartitionSpec('data')
+  if mesh.axis_types[mesh.axis_names.index('data')] == jax.sharding.AxisType.Explicit:
+    return jax.sharding.reshard(x, spec)
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
 def _all_finite(*trees):
   leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -57,7 +75,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     g_params, g_state, d_params, d_state, d_opt_state = carry
     real, key = inputs
     z_key, p_key = jax.random.split(key)
-    z = sample_latent(z_key, real.shape[0], latent_dim, prior)
+    z = _shard_batch_axis(sample_latent(z_key, real.shape[0], latent_dim, prior))
     fake, g_state = g_apply(g_params, g_state, z)
     fake = jax.lax.stop_gradient(fake)
 
@@ -104,7 +122,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     d_metrics = jax.tree.map(lambda x: x[-1], d_metrics)
     d_metrics['d_finite'] = jnp.min(d_metrics['d_finite'])
 
-    z = sample_latent(g_key, m, latent_dim, prior)
+    z = _shard_batch_axis(sample_latent(g_key, m, latent_dim, prior))
 
     def g_loss_fn(params):
       fake, new_g_state = g_apply(params, g_state, z)
@@ -122,9 +140,9 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     else:
       ema = state.ema_params
     finite = jnp.logical_and(d_metrics['d_finite'] > 0, _all_finite(g_loss, g_grads))
-    new_state = GANState(step=state.step + 1, rng=state.rng, g_params=g_params,
-                         g_state=g_state, g_opt_state=g_opt_state, d_params=d_params,
-                         d_state=d_state, d_opt_state=d_opt_state, ema_params=ema)
+    new_state = state.replace(step=state.step + 1, g_params=g_params, g_state=g_state,
+                              g_opt_state=g_opt_state, d_params=d_params, d_state=d_state,
+                              d_opt_state=d_opt_state, ema_params=ema)
     if skip_nonfinite:
       kept = state.replace(step=state.step + 1)
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)

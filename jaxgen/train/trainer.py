@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -28,7 +29,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxgen import models
 from jaxgen.data import pipeline
 from jaxgen.losses import gan as gan_losses
-from jaxgen.train import checkpoint, images as image_lib, state as state_lib, step as step_lib
+from jaxgen.train import checkpoint, images as image_lib, preemption, state as state_lib
+from jaxgen.train import step as step_lib
 from jaxgen.train.writers import Writer, truncate_after
 
 CONFIG_FILE = 'config.json'
@@ -182,18 +184,38 @@ def _write_config(config, workdir):
 # ---------------------------------------------------------------------------- main loop
 
 
+def check_writable(config, workdir: str, state_bytes: int) -> None:
+  """Fails early on a workdir that cannot be written or lacks room for the checkpoints."""
+  probe = os.path.join(workdir, '.jaxgen_write_probe')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f'workdir {workdir!r} is not writable ({e.strerror}); choose another '
+                     '--workdir.') from None
+  need = state_bytes * (config.keep_checkpoints + 1) + (64 << 20)
+  free = shutil.disk_usage(workdir).free
+  if free < need:
+    raise ValueError(f'workdir {workdir!r} has {free / 2**20:.0f} MiB free; keeping '
+                     f'{config.keep_checkpoints} checkpoints of {state_bytes / 2**20:.1f} MiB '
+                     f'needs about {need / 2**20:.0f} MiB. Free space, lower '
+                     '--config.keep_checkpoints or use another --workdir.')
+
+
 def train_and_evaluate(config, workdir: str):
   """Trains the GAN described by ``config`` in ``workdir``; returns the final state."""
   config = ml_collections.ConfigDict(config)
   validate_config(config)
   check_workdir(config, workdir)
-
   generator, discriminator, g_tx, d_tx, init, data_shape = build(config)
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(init)))
+  check_writable(config, workdir, state_bytes)
+
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   state = jax.jit(init, out_shardings=replicated)()
-
-  os.makedirs(workdir, exist_ok=True)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
   restored = checkpoint.restore(manager, state)
   if restored is not None:
@@ -208,10 +230,10 @@ def train_and_evaluate(config, workdir: str):
   multi_step = jax.jit(step_lib.make_multi_step(train_step, spd),
                        in_shardings=(replicated, NamedSharding(mesh, P(None, 'data'))),
                        out_shardings=(replicated, replicated), donate_argnums=0)
-  global_bs = config.batch_size * config.n_dis
-  local_bs = global_bs // jax.process_count()
+  local_bs = config.batch_size * config.n_dis // jax.process_count()
+
   data = pipeline.make_dataset(config.data, config.data.get('split', 'train'), local_bs,
-                               seed=config.seed, start_step=start_step)
+                               seed=config.seed, start_step=start_step + int(state.data_offset))
 
   def next_block():
     batches = [next(data) for _ in range(spd)]
@@ -219,102 +241,195 @@ def train_and_evaluate(config, workdir: str):
     return _global_batch(stacked, mesh,
                          lambda x: (x.shape[0], x.shape[1] * jax.process_count(), *x.shape[2:]))
 
-  is_image = len(data_shape) == 3
-  generate = make_generate_fn(config, generator)
-  fixed_z = state_lib.sample_latent(jax.random.PRNGKey(config.seed + 7919),
-                                    config.get('num_grid_samples', 64), config.model.latent_dim,
-                                    config.model.get('latent_prior', 'normal'))
-  snapshots = max(1, config.get('num_sample_snapshots', 10))
-  snapshot_steps = sorted({max(1, round(config.num_steps * (i + 1) / snapshots))
-                           for i in range(snapshots)})
-  sample_dir = os.path.join(workdir, 'samples')
-  writer = Writer(workdir)
-  evaluators = _make_evaluators(config)
   is_main = jax.process_index() == 0
-
-  def write_samples(step):
-    if not is_image or not is_main:
-      return
-    imgs = np.asarray(generate(sampling_vars(state), fixed_z))
-    g = image_lib.grid(imgs)
-    image_lib.save_png(os.path.join(sample_dir, f'step_{step:07d}.png'), g)
-    writer.images(step, {'samples': g[None]})
-    done = [s for s in snapshot_steps if s <= step and
-            os.path.exists(os.path.join(sample_dir, f'step_{s:07d}.png'))]
-    if done:
-      from PIL import Image  # pylint: disable=g-import-not-at-top
-      grids = [np.asarray(Image.open(os.path.join(sample_dir, f'step_{s:07d}.png')))
-               for s in done]
-      grids = [g[..., None] if g.ndim == 2 else g for g in grids]
-      image_lib.save_png(os.path.join(workdir, 'progress.png'), image_lib.hstack(grids))
-
-  def run_evaluators(step):
-    if not evaluators:
-      return {}
-    def gen(num, seed):
-      out, key = [], jax.random.PRNGKey(seed)
-      for i in range(0, num, 256):
-        z = state_lib.sample_latent(jax.random.fold_in(key, i), min(256, num - i),
-                                    config.model.latent_dim,
-                                    config.model.get('latent_prior', 'normal'))
-        out.append(np.asarray(generate(sampling_vars(state), z)))
-      return np.concatenate(out)
-    results = {}
-    for ev in evaluators:
-      for name, value in ev.run(gen):
-        results[f'eval/{name}'] = float(value)
-    writer.scalars(step, results)
-    return results
-
-  log_every = config.log_every
-  eval_every = config.get('eval_every', 0)
+  writer = Writer(workdir)
+  samples = _SampleWriter(config, generator, workdir, writer, enabled=is_main and
+                          len(data_shape) == 3)
+  evaluators = _make_evaluators(config)
   policy = config.get('divergence_policy', 'stop')
-  pending = []  # Device metrics not yet pulled to the host (no per-step sync).
+  rollbacks = 0
+  pending = []  # Device metrics not yet pulled to the host: no sync per step.
   bar = None
   if is_main:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=config.num_steps, initial=start_step, desc=os.path.basename(workdir),
                unit='step', dynamic_ncols=True)
   step = start_step
-  last_time, last_step = time.time(), step
-  with jax.set_mesh(mesh):
-    while step < config.num_steps:
-      block = next_block()
-      state, metrics = multi_step(state, block)
-      step += spd
-      pending.append(metrics)
-      if bar is not None:
-        bar.update(spd)
-      boundary = lambda every: step // every != (step - spd) // every
-      if boundary(log_every) or step >= config.num_steps:
-        host = jax.device_get(pending)
-        pending = []
-        merged = {k: np.concatenate([np.asarray(m[k]) for m in host]) for k in host[0]}
-        if policy != 'skip' and merged['finite'].min() < 1:
-          bad = int(np.argmin(merged['finite']))
-          bad_step = step - len(merged['finite']) + bad + 1
-          _report_divergence(config, workdir, merged, bad, bad_step, manager, bar)
-        now = time.time()
-        scalars = {k: float(v[-1]) for k, v in merged.items()}
-        scalars['nonfinite_steps'] = float((merged['finite'] < 1).sum())
-        scalars['steps_per_sec'] = (step - last_step) / max(now - last_time, 1e-9)
-        last_time, last_step = now, step
-        writer.scalars(step, scalars)
+  timer = [time.time(), step]
+
+  def flush_metrics():
+    """Pulls pending metrics; returns (merged, first non-finite step or None)."""
+    nonlocal pending
+    if not pending:
+      return None, None
+    host = jax.device_get(pending)
+    pending = []
+    merged = {k: np.concatenate([np.asarray(m[k]) for m in host]) for k in host[0]}
+    bad = None
+    if policy != 'skip' and merged['finite'].min() < 1:
+      idx = int(np.argmin(merged['finite']))
+      bad = (step - len(merged['finite']) + idx + 1, {k: float(v[idx]) for k, v in
+                                                       merged.items() if k != 'finite'})
+    return merged, bad
+
+  def log(merged):
+    now = time.time()
+    scalars = {k: float(v[-1]) for k, v in merged.items()}
+    scalars['nonfinite_steps'] = float((merged['finite'] < 1).sum())
+    scalars['steps_per_sec'] = (step - timer[1]) / max(now - timer[0], 1e-9)
+    timer[:] = [now, step]
+    writer.scalars(step, scalars)
+    if bar is not None:
+      bar.set_postfix(d=f'{scalars["d_loss"]:.3f}', g=f'{scalars["g_loss"]:.3f}')
+
+  def save(at_step, force=False):
+    try:
+      checkpoint.save(manager, at_step, state, force=force)
+      manager.wait_until_finished() if force else None
+    except OSError as e:
+      raise RuntimeError(
+          f'Writing the checkpoint for step {at_step} to {workdir!r} failed ({e}); the '
+          f'checkpoints already there ({manager.all_steps()}) are intact. Free space or fix '
+          'permissions, then run the same command to resume.') from e
+
+  try:
+    with jax.set_mesh(mesh), preemption.StopRequest() as stop:
+      while step < config.num_steps:
+        state, metrics = multi_step(state, next_block())
+        step += spd
+        pending.append(metrics)
         if bar is not None:
-          bar.set_postfix(d=f'{scalars["d_loss"]:.3f}', g=f'{scalars["g_loss"]:.3f}')
-      if any(step - spd < s <= step for s in snapshot_steps):
-        write_samples(step)
-      if eval_every and (boundary(eval_every) or step >= config.num_steps):
-        run_evaluators(step)
-      if boundary(config.checkpoint_every) or step >= config.num_steps:
-        checkpoint.save(manager, step, state)
-  manager.wait_until_finished()
-  manager.close()
-  writer.flush()
-  writer.close()
+          bar.update(spd)
+        crossed = lambda every: step // every != (step - spd) // every
+        final = step >= config.num_steps
+        want_ckpt = crossed(config.checkpoint_every) or final
+        stopping = stop.requested(sync=jax.process_count() == 1 or crossed(config.log_every)
+                                  or want_ckpt)
+        if crossed(config.log_every) or want_ckpt or stopping or final:
+          merged, bad = flush_metrics()
+          if bad is not None:
+            if policy == 'rollback' and rollbacks < config.get('max_rollbacks', 3):
+              rollbacks += 1
+              state, step = _rollback(state, manager, init, replicated, step, bad, workdir,
+                                      bar, rollbacks)
+              continue
+            _raise_divergence(bad, manager, bar, policy, rollbacks)
+          if merged is not None:
+            log(merged)
+        samples.maybe_write(step, spd, state)
+        if config.get('eval_every', 0) and (crossed(config.eval_every) or final):
+          _run_evaluators(config, evaluators, samples.generate, state, writer, step)
+        if stopping:
+          save(step, force=True)
+          msg = (f'Stopped by {stop.name} at step {step}/{config.num_steps}; checkpoint saved in '
+                 f'{os.path.join(workdir, checkpoint.LATEST_DIR)}. Run the same command to resume.')
+          if bar is not None:
+            bar.close()
+            bar = None
+          print(msg, flush=True)
+          break
+        if want_ckpt:
+          save(step)
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+    writer.close()
+    if bar is not None:
+      bar.close()
+  return state
+
+
+def _rollback(state, manager, init, sharding, step, bad, workdir, bar, count):
+  """Restores the last good checkpoint and moves the input past the batches that diverged."""
+  bad_step, terms = bad
+  data_position = step + int(state.data_offset)
+  good = checkpoint.restore(manager, jax.jit(init, out_shardings=sharding)())
+  if good is None:
+    good = jax.jit(init, out_shardings=sharding)()
+  good_step = int(good.step)
+  skipped = data_position - good_step - int(good.data_offset)
+  good = good.replace(data_offset=jnp.asarray(data_position - good_step, jnp.int32),
+                      rng=jax.random.fold_in(good.rng, data_position))
+  truncate_after(workdir, good_step)
+  msg = (f'Non-finite values at step {bad_step} ({_nonfinite_terms(terms)}); rollback {count}: '
+         f'back to step {good_step}, skipping the {skipped} batches read since then.')
+  (bar.write if bar is not None else print)(msg)
+  if bar is not None:
+    bar.n = good_step
+    bar.refresh()
+  return good, good_step
+
+
+def _nonfinite_terms(terms):
+  names = [k for k, v in terms.items() if not np.isfinite(v)]
+  return 'non-finite: ' + (', '.join(names) if names else 'gradients only')
+
+
+def _raise_divergence(bad, manager, bar, policy, rollbacks):
+  bad_step, terms = bad
   if bar is not None:
     bar.close()
-  return state
+  manager.wait_until_finished()
+  extra = f' after {rollbacks} rollbacks' if policy == 'rollback' else ''
+  raise DivergenceError(
+      f'Non-finite loss or gradient at step {bad_step}{extra} ({_nonfinite_terms(terms)}; '
+      f'terms at that step: {terms}). Nothing after the last good checkpoint (step '
+      f'{manager.latest_step()}) was saved. Lower the learning rate, or set '
+      '--config.divergence_policy=skip (drop such updates) or =rollback.')
+
+
+class _SampleWriter:
+  """Grids from a fixed batch of z at 10 %, ..., 100 % of training, and the progress strip."""
+
+  def __init__(self, config, generator, workdir, writer, enabled):
+    self.enabled, self.workdir, self.writer = enabled, workdir, writer
+    self.dir = os.path.join(workdir, 'samples')
+    self.config = config
+    self._apply = make_generate_fn(config, generator)
+    self.fixed_z = state_lib.sample_latent(
+        jax.random.PRNGKey(config.seed + 7919), config.get('num_grid_samples', 64),
+        config.model.latent_dim, config.model.get('latent_prior', 'normal'))
+    n = max(1, config.get('num_sample_snapshots', 10))
+    self.steps = sorted({max(1, round(config.num_steps * (i + 1) / n)) for i in range(n)})
+
+  def path(self, step):
+    return os.path.join(self.dir, f'step_{step:07d}.png')
+
+  def generate(self, state, num, seed):
+    out, key = [], jax.random.PRNGKey(seed)
+    for i in range(0, num, 256):
+      z = state_lib.sample_latent(jax.random.fold_in(key, i), min(256, num - i),
+                                  self.config.model.latent_dim,
+                                  self.config.model.get('latent_prior', 'normal'))
+      out.append(np.asarray(self._apply(sampling_vars(state), z)))
+    return np.concatenate(out)
+
+  def maybe_write(self, step, spd, state):
+    if not self.enabled or not any(step - spd < s <= step for s in self.steps):
+      return
+    variables = sampling_vars(state)
+    if jax.process_count() > 1:
+      # Only process 0 gets here, so it must not launch a program over every process's
+      # devices: it samples from its own full copy of the replicated parameters.
+      variables = jax.tree.map(lambda x: x.addressable_data(0), variables)
+    g = image_lib.grid(np.asarray(self._apply(variables, self.fixed_z)))
+    image_lib.save_png(self.path(step), g)
+    self.writer.images(step, {'samples': g[None]})
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    grids = [np.asarray(Image.open(self.path(s))) for s in self.steps
+             if s <= step and os.path.exists(self.path(s))]
+    grids = [x[..., None] if x.ndim == 2 else x for x in grids]
+    image_lib.save_png(os.path.join(self.workdir, 'progress.png'), image_lib.hstack(grids))
+
+
+def _run_evaluators(config, evaluators, generate, state, writer, step):
+  results = {}
+  for ev in evaluators:
+    for name, value in ev.run(lambda num, seed: generate(state, num, seed)):
+      results[f'eval/{name}'] = float(value)
+  if results:
+    writer.scalars(step, results)
+  return results
 
 
 def _make_evaluators(config):
@@ -323,19 +438,6 @@ def _make_evaluators(config):
     return []
   from jaxgen.metrics import evaluators  # pylint: disable=g-import-not-at-top
   return [evaluators.make_evaluator(n, config) for n in names]
-
-
-def _report_divergence(config, workdir, merged, bad, bad_step, manager, bar):
-  terms = {k: float(v[bad]) for k, v in merged.items() if k != 'finite'}
-  nonfinite = [k for k, v in terms.items() if not np.isfinite(v)]
-  if bar is not None:
-    bar.close()
-  manager.wait_until_finished()
-  raise DivergenceError(
-      f'Non-finite loss or gradient at step {bad_step} (terms: {terms}; non-finite: '
-      f'{nonfinite or "gradients only"}). Nothing after the last checkpoint '
-      f'(step {manager.latest_step()}) was saved. Lower the learning rate, or set '
-      '--config.divergence_policy=skip to drop such updates.')
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -398,6 +398,12 @@ def output_bias(config) -> np.ndarray | None:
   return mean
 
 
+def ocp_steps(path: str) -> list[int]:
+  """Finished checkpoint steps under ``path`` (orbax's own listing; [] when absent)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  return list(ocp.utils.checkpoint_steps(path)) if os.path.isdir(path) else []
+
+
 def _write_json(path, obj):
   if jax.process_index() != 0:
     return
@@ -461,12 +467,28 @@ def train_and_evaluate(config, workdir: str) -> VAEState:
   bias = output_bias(config)
   state = jax.jit(lambda: init_state(config, model, tx, shape, bias), out_shardings=replicated)()
 
+  # All dataset reading is set up before the checkpoint manager exists, so a missing dataset
+  # fails before anything is written (and tfds.testing.mock_data, which patches the file
+  # system while a dataset is opened, never overlaps orbax's background threads).
+  ckpt_dir = os.path.join(workdir, checkpoint.LATEST_DIR)
+  listed = ocp_steps(ckpt_dir)
+  start_step = max(listed) if listed else 0
+  local_bs = config.batch_size // jax.process_count()
+  data = pipeline.make_dataset(config.data, split, local_bs, seed=config.seed,
+                               start_step=start_step)
+  test_images, test_labels = pipeline.load_split_arrays(
+      config.data, config.data.get('eval_split', 'test'),
+      max_examples=config.eval.get('max_examples') or None)
+
   os.makedirs(workdir, exist_ok=True)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
   restored = checkpoint.restore(manager, state)
   if restored is not None:
     state = restored
-  start_step = int(state.step)
+  if int(state.step) != start_step:  # The listing and orbax disagree: position by orbax.
+    start_step = int(state.step)
+    data = pipeline.make_dataset(config.data, split, local_bs, seed=config.seed,
+                                 start_step=start_step)
   if start_step:
     truncate_after(workdir, start_step)
   if jax.process_index() == 0:
@@ -477,9 +499,6 @@ def train_and_evaluate(config, workdir: str) -> VAEState:
   data_sharding = NamedSharding(mesh, P('data'))
   step_fn = jax.jit(make_train_step(config, model, tx), in_shardings=(replicated, data_sharding),
                     out_shardings=(replicated, replicated), donate_argnums=0)
-  local_bs = config.batch_size // jax.process_count()
-  data = pipeline.make_dataset(config.data, split, local_bs, seed=config.seed,
-                               start_step=start_step)
   keys = ('image', 'label') if _conditional(config) else ('image',)
 
   def next_batch():
@@ -488,9 +507,6 @@ def train_and_evaluate(config, workdir: str) -> VAEState:
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
         data_sharding, x, (x.shape[0] * jax.process_count(), *x.shape[1:])), batch)
 
-  test_images, test_labels = pipeline.load_split_arrays(
-      config.data, config.data.get('eval_split', 'test'),
-      max_examples=config.eval.get('max_examples') or None)
   fns = make_eval_fns(config, model)
   writer = Writer(workdir)
   is_main = jax.process_index() == 0
