@@ -30,4 +30,10 @@ def gan_defaults() -> ml_collections.ConfigDict:
   c.evaluators = ()
   c.eval_every = 0
   c.eval_num_samples = 1000
+  # Evaluation protocol (jaxgen.metrics.evaluators): sampling seed, FID/KID reference split,
+  # cache of classifiers and reference statistics (default ~/.cache/jaxgen), Inception weights.
+  c.eval_seed = 0
+  c.eval_reference_split = 'train'
+  c.eval_cache_dir = ''
+  c.inception_weights = ''
   return c

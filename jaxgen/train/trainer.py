@@ -424,8 +424,9 @@ class _SampleWriter:
 
 def _run_evaluators(config, evaluators, generate, state, writer, step):
   results = {}
+  gen = lambda num, seed: generate(state, num, seed)  # one function: evaluators share samples
   for ev in evaluators:
-    for name, value in ev.run(lambda num, seed: generate(state, num, seed)):
+    for name, value in ev.run(gen):
       results[f'eval/{name}'] = float(value)
   if results:
     writer.scalars(step, results)
