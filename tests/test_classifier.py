@@ -31,9 +31,9 @@ def test_short_training_already_classifies_well(clf8, tfds_dir):
   meta = clf8.meta
   assert meta['dataset'] == 'jaxgen_digits' and meta['resolution'] == 8
   assert meta['num_train'] + meta['num_test'] == 1797
-  # Measured: ~0.97 after 300 steps; chance is 0.1. The full recipe is checked (>= 0.97) in
-  # the slow test below.
-  assert meta['test_accuracy'] >= 0.93
+  # Measured 0.983 (353/359) after these 300 steps; chance is 0.1. The default recipe at the
+  # default resolution 32 is checked in the slow test below (measured 0.986).
+  assert meta['test_accuracy'] >= 0.97
   x, y = pipeline.load_split_arrays(digits(tfds_dir, 8), 'test')
   assert clf8.accuracy(x, y) == pytest.approx(meta['test_accuracy'])
 
