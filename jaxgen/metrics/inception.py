@@ -536,9 +536,14 @@ def _main(argv=None):
     out = args.output if args.output.endswith('.npz') else args.output + '.npz'
     print(f'wrote {out} ({len(needed)} tensors), sha256 {sha256(out)}')
   else:
-    path = find_weights(args.path)
-    state_dict_to_variables(read_state_dict(path))
+    try:
+      path = find_weights(args.path)
+      state_dict_to_variables(read_state_dict(path))
+    except (InceptionWeightsNotFoundError, ValueError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
     print(f'{path}: valid InceptionV3 FID weights, sha256 {sha256(path)}')
+  return 0
 
 
 if __name__ == '__main__':
