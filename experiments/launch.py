@@ -13,6 +13,8 @@ def run(default_config: str, train_fn_path: str = 'jaxgen.train.trainer:train_an
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and samples.')
   flags.mark_flags_as_required(['workdir'])
+  from jaxgen import distributed  # pylint: disable=g-import-not-at-top
+  distributed.define_flags(flags)  # --coordinator_address, --num_processes, --process_id.
 
   def main(argv):
     if len(argv) > 1:
@@ -22,6 +24,7 @@ def run(default_config: str, train_fn_path: str = 'jaxgen.train.trainer:train_an
     train_fn = getattr(importlib.import_module(module), fn)
     logging.set_verbosity(logging.WARNING)
     try:
+      distributed.initialize_from_flags(flags.FLAGS)  # Before anything touches a device.
       train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
     except (ValueError, RuntimeError) as e:
       if type(e).__name__ in ('ValueError', 'DatasetNotAvailableError', 'DivergenceError'):

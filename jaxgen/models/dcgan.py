@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 RESOLUTIONS = (16, 32, 64, 128)
 CONV_IMPLS = ('plain', 'fast')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 init_normal = nn.initializers.normal(0.02)
 
 
@@ -37,9 +38,11 @@ def _layers(conv_impl):
   raise ValueError(f'Unknown conv_impl {conv_impl!r}; accepted: {", ".join(CONV_IMPLS)}.')
 
 
-def _batch_norm(train, name=None):
+def _batch_norm(train, name=None, dtype=jnp.float32):
+  # Statistics and running averages are float32 whatever ``dtype`` (flax computes them in
+  # at least float32); ``dtype`` is only that of the normalised output.
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      scale_init=bn_scale_init, name=name)
+                      scale_init=bn_scale_init, dtype=dtype, name=name)
 
 
 class Generator(nn.Module):
@@ -57,14 +60,14 @@ class Generator(nn.Module):
     feats = self.width * 2 ** (n_up - 1)
     x = nn.ConvTranspose(feats, (4, 4), padding='VALID', use_bias=False,
                          kernel_init=init_normal, dtype=self.dtype)(x)
-    x = nn.relu(_batch_norm(train)(x))
+    x = nn.relu(_batch_norm(train, dtype=self.dtype)(x))
     for i in range(n_up):
       last = i == n_up - 1
       feats = self.channels if last else feats // 2
       x = conv_t(feats, (4, 4), strides=(2, 2), padding='SAME', use_bias=False,
                  kernel_init=init_normal, dtype=self.dtype)(x)
       if not last:
-        x = nn.relu(_batch_norm(train)(x))
+        x = nn.relu(_batch_norm(train, dtype=self.dtype)(x))
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -91,12 +94,26 @@ class Discriminator(nn.Module):
       x = apply(conv(feats, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
                      kernel_init=init_normal, dtype=self.dtype), x)
       if i > 0 and not self.spectral_norm:
-        x = _batch_norm(train)(x)
+        x = _batch_norm(train, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
       feats *= 2
     x = apply(nn.Conv(1, (4, 4), padding='VALID', use_bias=False, kernel_init=init_normal,
                       dtype=self.dtype), x)
     return x.reshape((x.shape[0],)).astype(jnp.float32)
+
+
+def compute_dtype(cfg):
+  """``cfg.compute_dtype`` as a dtype: float32, or bfloat16 for activations and matmuls.
+
+  Parameters, optimizer state, BatchNorm statistics, outputs (G's tanh, D's logits) and so
+  the losses and penalties stay float32. float16 is refused: without loss scaling its
+  gradients underflow.
+  """
+  name = cfg.get('compute_dtype', 'float32')
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f'Unknown model.compute_dtype {name!r}; accepted: '
+                     f'{", ".join(COMPUTE_DTYPES)}.')
+  return jnp.dtype(name)
 
 
 def make_gan(cfg):
@@ -106,7 +123,7 @@ def make_gan(cfg):
   conv_impl = cfg.get('conv_impl', 'plain')
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'Unknown conv_impl {conv_impl!r}; accepted: {", ".join(CONV_IMPLS)}.')
-  dtype = jnp.dtype(cfg.get('compute_dtype', 'float32'))
+  dtype = compute_dtype(cfg)
   g = Generator(cfg.resolution, cfg.channels, cfg.g_width, conv_impl, dtype)
   d = Discriminator(cfg.resolution, cfg.d_width, conv_impl, cfg.get('spectral_norm', False), dtype)
   return g, d
