@@ -27,7 +27,9 @@ def run(default_config: str, train_fn_path: str = 'jaxgen.train.trainer:train_an
       distributed.initialize_from_flags(flags.FLAGS)  # Before anything touches a device.
       train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
     except (ValueError, RuntimeError) as e:
-      if type(e).__name__ in ('ValueError', 'DatasetNotAvailableError', 'DivergenceError'):
+      # jaxgen's own "what was wrong and what is accepted" errors: one line, no traceback.
+      if type(e).__name__ in ('ValueError', 'BadImagesError', 'DatasetNotAvailableError',
+                              'DivergenceError', 'CheckpointWriteError'):
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
       raise

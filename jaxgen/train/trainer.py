@@ -44,6 +44,10 @@ class DivergenceError(RuntimeError):
   """Training produced non-finite losses or gradients (divergence_policy='stop')."""
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (disk full, permissions); older ones are intact."""
+
+
 # ---------------------------------------------------------------------------- checks
 
 
@@ -221,8 +225,7 @@ def train_and_evaluate(config, workdir: str):
   if restored is not None:
     state = restored
   start_step = int(state.step)
-  if start_step:
-    truncate_after(workdir, start_step)
+  truncate_after(workdir, start_step)  # Records a killed run logged after its last checkpoint.
   _write_config(config, workdir)
 
   spd = config.get('steps_per_dispatch', 1)
@@ -287,7 +290,7 @@ def train_and_evaluate(config, workdir: str):
       checkpoint.save(manager, at_step, state, force=force)
       manager.wait_until_finished() if force else None
     except OSError as e:
-      raise RuntimeError(
+      raise CheckpointWriteError(
           f'Writing the checkpoint for step {at_step} to {workdir!r} failed ({e}); the '
           f'checkpoints already there ({manager.all_steps()}) are intact. Free space or fix '
           'permissions, then run the same command to resume.') from e
