@@ -49,6 +49,7 @@ def vae_defaults(name: str = 'vae') -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval_every = 2000
   c.divergence_policy = 'stop'
+  c.steps_per_dispatch = 1   # Train steps per host call (one lax.scan); > 1 for tiny models.
   c.write_figures = True     # figures/ at the end of training (see jaxgen.vae_tools).
   c.eval = ml_collections.ConfigDict(dict(
       elbo_samples=10, iwae_k=100, final_iwae_k=5000, iwae_chunk=500, batch_size=100,
@@ -66,7 +67,7 @@ def apply_variant(c, arg: str, kind: str = 'vae'):
     c.model.latent_dim = 2
   elif arg == 'digits_conv':
     c.model.encoder = c.model.decoder = 'conv'
-    c.model.conv_widths = (32, 64)
+    c.model.conv_widths = (16, 32)
     c.model.conv_hidden = 256
   elif arg == 'digits_gaussian':
     c.model.likelihood = 'gaussian'
@@ -132,8 +133,9 @@ def apply_variant(c, arg: str, kind: str = 'vae'):
     c.batch_size = 20
     c.optimizer.update(dict(b1=0.9, b2=0.999, eps=1e-4, schedule='iwae'))
     c.num_epochs = 3280      # Sum of 3^i, i = 0..7.
-    c.log_every = 1000
-    c.checkpoint_every = 50_000
+    c.steps_per_dispatch = 100
+    c.log_every = 3000
+    c.checkpoint_every = 60_000
     c.eval_every = 500_000
     c.eval.update(dict(elbo_samples=1, iwae_k=100, final_iwae_k=5000, iwae_chunk=500,
                        batch_size=20))
