@@ -139,7 +139,14 @@ def check_workdir(config, workdir: str) -> None:
 
 
 def make_mesh():
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  """One 'data' axis over every device.
+
+  The axis is 'Auto' (GSPMD propagates shardings from the jit's in/out shardings): with
+  jax's default 'Explicit' axes every reshape that touches the sharded batch axis inside a
+  model (phase interleaving, flattening) would need a hand-written out_sharding.
+  """
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _global_batch(batch, mesh, global_shape_fn):
