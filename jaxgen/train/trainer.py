@@ -197,7 +197,8 @@ def _write_config(config, workdir):
 
 def check_writable(config, workdir: str, state_bytes: int) -> None:
   """Fails early on a workdir that cannot be written or lacks room for the checkpoints."""
-  probe = os.path.join(workdir, '.jaxgen_write_probe')
+  # One probe per process: processes sharing a workdir must not remove each other's.
+  probe = os.path.join(workdir, f'.jaxgen_write_probe_{jax.process_index()}')
   try:
     os.makedirs(workdir, exist_ok=True)
     with open(probe, 'w') as f:
@@ -253,8 +254,8 @@ def train_and_evaluate(config, workdir: str):
 
   is_main = jax.process_index() == 0
   writer = Writer(workdir)
-  samples = _SampleWriter(config, generator, workdir, writer, enabled=is_main and
-                          len(data_shape) == 3)
+  # Every process computes the grids (one program over all devices), process 0 writes them.
+  samples = _SampleWriter(config, generator, workdir, writer, enabled=len(data_shape) == 3)
   evaluators = _make_evaluators(config)
   policy = config.get('divergence_policy', 'stop')
   rollbacks = 0
@@ -417,12 +418,9 @@ class _SampleWriter:
   def maybe_write(self, step, spd, state):
     if not self.enabled or not any(step - spd < s <= step for s in self.steps):
       return
-    variables = sampling_vars(state)
-    if jax.process_count() > 1:
-      # Only process 0 gets here, so it must not launch a program over every process's
-      # devices: it samples from its own full copy of the replicated parameters.
-      variables = jax.tree.map(lambda x: x.addressable_data(0), variables)
-    g = image_lib.grid(np.asarray(self._apply(variables, self.fixed_z)))
+    g = image_lib.grid(np.asarray(self._apply(sampling_vars(state), self.fixed_z)))
+    if jax.process_index() != 0:
+      return
     image_lib.save_png(self.path(step), g)
     self.writer.images(step, {'samples': g[None]})
     from PIL import Image  # pylint: disable=g-import-not-at-top
