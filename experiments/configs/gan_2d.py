@@ -1,0 +1,81 @@
+"""GANs on 2-D Gaussian mixtures: the PacGAN mode-coverage benchmark.
+
+  python -m experiments.gan_2d --config=experiments/configs/gan_2d.py:ring,gan --workdir=runs/ring_gan
+
+The config argument is ``<dataset>,<method>``:
+  dataset  ring (8 Gaussians, radius 1, std 0.01) | grid (25 Gaussians on {-4..4}^2, std 0.05)
+  method   a row of METHODS below: the loss, regulariser and normalisation it trains with.
+Anything can still be overridden, e.g. ``--config.loss.name=hinge --config.model.spectral_norm=True
+--config.penalty.name=r1 --config.penalty.weight=0.1 --config.weight_clip=0``.
+
+Every method shares the PacGAN/VEEGAN networks (G: 4x400 ReLU + BatchNorm, linear output;
+D: 3x200 maxout-5), the batch size, the number of generator steps and the 2,500-sample
+evaluation, so the rows differ only in what their names say.
+"""
+import ml_collections
+
+from experiments.configs import common
+
+DATASETS = {'ring': 'toy2d_ring', 'grid': 'toy2d_grid'}
+
+# method -> overrides. Keys are dotted config paths.
+METHODS = {
+    # Goodfellow et al.'s GAN with the non-saturating G loss; nothing else.
+    'gan': {},
+    # The same with Goodfellow's saturating (minimax) G loss.
+    'gan_minimax': {'loss.name': 'minimax'},
+    # WGAN with weight clipping (Arjovsky et al. 2017: c = 0.01, n_critic = 5, small lr).
+    'wgan_clip': {'loss.name': 'wasserstein', 'weight_clip': 0.01, 'n_dis': 5,
+                  'optimizer.g_lr': 5e-5, 'optimizer.d_lr': 5e-5, 'optimizer.b1': 0.0},
+    # WGAN-GP (Gulrajani et al. 2017: lambda = 10, n_critic = 5, Adam(1e-4, 0.5, 0.9)).
+    'wgan_gp': {'loss.name': 'wasserstein', 'penalty.name': 'wgan_gp', 'penalty.weight': 10.0,
+                'n_dis': 5, 'optimizer.b1': 0.5, 'optimizer.b2': 0.9},
+    # Spectral normalisation on every D layer with the hinge loss (Miyato et al. 2018).
+    'sn_hinge': {'loss.name': 'hinge', 'model.spectral_norm': True},
+    # Spectral normalisation with the non-saturating loss.
+    'sn': {'model.spectral_norm': True},
+    # R1 zero-centred gradient penalty on real data (Mescheder et al. 2018).
+    'r1': {'penalty.name': 'r1', 'penalty.weight': 1.0},
+    # Spectral normalisation plus R1.
+    'sn_r1': {'model.spectral_norm': True, 'penalty.name': 'r1', 'penalty.weight': 1.0},
+}
+
+
+def _set(c, dotted, value):
+  node = c
+  *parents, leaf = dotted.split('.')
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+def get_config(arg: str = 'ring,gan'):
+  arg = arg or 'ring,gan'
+  parts = arg.split(',')
+  if len(parts) != 2 or parts[0] not in DATASETS or parts[1] not in METHODS:
+    raise ValueError(f'gan_2d config argument must be "<dataset>,<method>" with dataset in '
+                     f'{", ".join(DATASETS)} and method in {", ".join(METHODS)}; got {arg!r}.')
+  dataset, method = parts
+  c = common.gan_defaults()
+  c.model = ml_collections.ConfigDict(dict(
+      name='mlp2d', latent_dim=2, latent_prior='normal', g_hidden=(400,) * 4,
+      d_hidden=(200,) * 3, maxout_pieces=5, d_activation='leaky_relu', g_batch_norm=True,
+      spectral_norm=False, g_spectral_norm=False, data_dim=2, d_output_scale=1.0))
+  c.data = ml_collections.ConfigDict(dict(name=DATASETS[dataset], split='train'))
+  c.loss.name = 'non_saturating'
+  c.optimizer.g_lr = c.optimizer.d_lr = 1e-4
+  c.optimizer.b1, c.optimizer.b2 = 0.5, 0.999
+  c.batch_size = 100
+  c.num_steps = 20_000
+  c.ema_decay = 0.0
+  c.log_every = 1000
+  c.steps_per_dispatch = 100
+  c.checkpoint_every = 5000
+  c.keep_checkpoints = 2
+  c.num_sample_snapshots = 1
+  c.num_eval_samples = 2500
+  c.method = method
+  c.dataset = dataset
+  for key, value in METHODS[method].items():
+    _set(c, key, value)
+  return c

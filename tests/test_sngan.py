@@ -1,0 +1,158 @@
+"""SN-DCGAN: Miyato et al.'s Table 3 shapes, one power-iteration step per D update, configs."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import dcgan as dcgan_cfg, sngan as sngan_cfg
+from jaxgen import models
+from jaxgen.train import state as state_lib, step as step_lib
+
+
+def model_cfg(**kw):
+  base = dict(name='sngan', resolution=32, channels=3, latent_dim=128, g_width=64, d_width=64,
+              spectral_norm=True)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def shapes(params):
+  return {'/'.join(str(getattr(p, 'key', p)) for p in path): tuple(v.shape)
+          for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def test_paper_architecture_shapes():
+  """The CIFAR-10 standard CNN of Table 3 (M = 32, z in R^128, 512 channels at the bottom)."""
+  g, d = models.get_gan(model_cfg())
+  z = jnp.zeros((2, 128))
+  gv = g.init(jax.random.PRNGKey(0), z, train=False)
+  x = g.apply(gv, z, train=False)
+  assert x.shape == (2, 32, 32, 3)
+  dv = d.init(jax.random.PRNGKey(1), x, train=False)
+  assert d.apply(dv, x, train=False).shape == (2,)
+
+  d_kernels = [s for k, s in sorted(shapes(dv['params']).items()) if k.endswith('kernel')]
+  want_d = [(3, 3, 3, 64), (4, 4, 64, 64), (3, 3, 64, 128), (4, 4, 128, 128), (3, 3, 128, 256),
+            (4, 4, 256, 256), (3, 3, 256, 512), (4 * 4 * 512, 1)]
+  assert d_kernels == want_d
+  # Every D layer is spectrally normalised: one (u, sigma) pair per kernel.
+  assert len(jax.tree.leaves(dv['batch_stats'])) == 2 * len(want_d)
+
+  g_shapes = shapes(gv['params'])
+  g_kernels = [g_shapes[k] for k in ('Dense_0/kernel', 'ConvTranspose_0/kernel',
+                                     'ConvTranspose_1/kernel', 'ConvTranspose_2/kernel',
+                                     'Conv_0/kernel')]
+  assert g_kernels == [(128, 4 * 4 * 512), (4, 4, 512, 256), (4, 4, 256, 128), (4, 4, 128, 64),
+                       (3, 3, 64, 3)]
+  assert np.all(np.abs(np.asarray(x)) <= 1.0)
+
+
+def test_leaky_relu_slope_and_no_sn_option():
+  _, d = models.get_gan(model_cfg(spectral_norm=False, g_width=4, d_width=4))
+  x = jnp.zeros((1, 32, 32, 3))
+  v = d.init(jax.random.PRNGKey(0), x, train=False)
+  assert 'batch_stats' not in v
+  assert d.leaky_slope == 0.1
+
+
+@pytest.mark.parametrize('bad, match', [
+    (dict(resolution=20), 'multiple of 8'),
+    (dict(channels=2), 'channels'),
+    (dict(g_width=0), 'g_width'),
+])
+def test_bad_model_config(bad, match):
+  with pytest.raises(ValueError, match=match):
+    models.get_gan(model_cfg(**bad))
+
+
+def _power_step(u, kernel):
+  """One step of power iteration as in Miyato et al. Algorithm 1, in numpy."""
+  w = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])  # (in*kh*kw, out)
+  v = u @ w.T
+  v /= np.linalg.norm(v)
+  u = v @ w
+  return u / np.linalg.norm(u)
+
+
+def _u_vectors(d_state):
+  out = {}
+  for path, value in jax.tree_util.tree_flatten_with_path(d_state['batch_stats'])[0]:
+    key = str(getattr(path[-1], 'key', path[-1]))
+    if key.endswith('/u'):
+      out[key[:-2]] = np.asarray(value, np.float64)
+  return out
+
+
+def _kernels(params):
+  return {k: np.asarray(v) for k, v in
+          ((('/'.join(str(getattr(p, 'key', p)) for p in path)), v)
+           for path, v in jax.tree_util.tree_flatten_with_path(params)[0]) if v.ndim > 1}
+
+
+@pytest.mark.parametrize('joint, steps_per_update', [(True, 1), (False, 2)])
+def test_power_iteration_advances_once_per_d_pass(joint, steps_per_update):
+  """u moves by exactly one power-iteration step per D forward pass on the D update.
+
+  With ``d_joint_batch`` (the sngan config) that is one step per D update, as in the paper;
+  with separate real and fake passes, two. G's update and the penalty never move it.
+  """
+  cfg = sngan_cfg.get_config('tiny')
+  cfg.d_joint_batch = joint
+  cfg.penalty.name, cfg.penalty.weight = 'r1', 1.0
+  g, d = models.get_gan(cfg.model)
+  g_tx, d_tx = state_lib.make_optimizers(cfg.optimizer)
+  shape = (16, 16, 1)
+  state = state_lib.init_state(cfg, g, d, g_tx, d_tx, shape)
+  step = jax.jit(step_lib.make_train_step(cfg, g, d, g_tx, d_tx))
+  rng = np.random.default_rng(0)
+  for _ in range(2):
+    u_before, w_before = _u_vectors(state.d_state), _kernels(state.d_params)
+    batch = {'image': rng.uniform(-1, 1, (cfg.batch_size, *shape)).astype(np.float32)}
+    state, _ = step(state, batch)
+    u_after = _u_vectors(state.d_state)
+    assert sorted(u_after) == sorted(w_before)
+    for name, u in u_before.items():
+      want = u
+      for _ in range(steps_per_update):
+        want = _power_step(want, w_before[name])
+      np.testing.assert_allclose(u_after[name], want, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+def test_configs():
+  c = sngan_cfg.get_config('digits')
+  assert (c.model.name, c.loss.name, c.model.spectral_norm, c.d_joint_batch) == (
+      'sngan', 'hinge', True, True)
+  assert (c.optimizer.d_lr, c.optimizer.b1, c.optimizer.b2, c.n_dis) == (2e-4, 0.5, 0.999, 1)
+  a = sngan_cfg.get_config('cifar10,A')
+  assert (a.optimizer.d_lr, a.optimizer.b1, a.optimizer.b2, a.n_dis) == (1e-4, 0.5, 0.9, 5)
+  assert a.data.name == 'cifar10' and a.model.channels == 3
+  with pytest.raises(ValueError, match='setting in A, B, C, D, E, F'):
+    sngan_cfg.get_config('digits,Z')
+  with pytest.raises(ValueError, match='data in digits, tiny, cifar10'):
+    sngan_cfg.get_config('imagenet')
+  sn = dcgan_cfg.get_config('sn')
+  assert sn.model.name == 'dcgan' and sn.model.spectral_norm
+
+
+def test_dcgan_with_sn_discriminator_is_normalised():
+  cfg = dcgan_cfg.get_config('sn')
+  cfg.model.resolution = 16
+  cfg.model.g_width = cfg.model.d_width = 4
+  _, d = models.get_gan(cfg.model)
+  v = d.init(jax.random.PRNGKey(0), jnp.zeros((2, 16, 16, 1)), train=False)
+  n_kernels = len(_kernels(v['params']))
+  assert len(_u_vectors(v)) == n_kernels == 3
+  assert not any('BatchNorm' in k for k in shapes(v['params']))
+
+
+def test_sngan_end_to_end_tiny(tmp_path, tfds_dir):
+  from jaxgen.train import trainer
+  cfg = sngan_cfg.get_config('tiny')
+  cfg.data.data_dir = tfds_dir
+  cfg.num_steps = 4
+  cfg.checkpoint_every = 4
+  cfg.log_every = 2
+  state = trainer.train_and_evaluate(cfg, str(tmp_path))
+  assert int(state.step) == 4
+  assert (tmp_path / 'metrics.jsonl').exists()
