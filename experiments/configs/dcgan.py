@@ -1,6 +1,7 @@
 """DCGAN (Radford et al. 2016).
 
-Default: 32x32 digits from the embedded dataset, a few minutes on a 2-core CPU.
+Default: 32x32 digits from the embedded dataset, 2,000 steps: a few minutes on a 2-core CPU
+(``conv_impl='fast'``, the phase-decomposed layers of jaxgen.nn.fast_conv).
 
   python -m experiments.dcgan --config=experiments/configs/dcgan.py --workdir=runs/dcgan
 
@@ -11,6 +12,7 @@ Variants (``--config=experiments/configs/dcgan.py:<variant>``):
   celeba64  TFDS celeb_a, DCGAN centre crop to 64x64, the reference 64/64 widths.
   bedroom64 TFDS lsun/bedroom at 64x64.
   cifar10   TFDS cifar10 at 32x32.
+  sn        DCGAN-with-SN: digits with spectral normalisation on every D layer (no D BatchNorm).
 """
 from experiments.configs import common
 
@@ -21,8 +23,12 @@ def get_config(arg: str = 'digits'):
   arg = arg or 'digits'
   if arg == 'digits':
     c.model.g_width = c.model.d_width = 32
+    c.model.conv_impl = 'fast'  # Same numbers as 'plain', ~20x faster on XLA:CPU.
+    c.num_steps = 2000
+  elif arg == 'sn':
+    c.model.g_width = c.model.d_width = 32
     c.num_steps = 1500
-    c.ema_decay = 0.0
+    c.model.spectral_norm = True
   elif arg == 'tiny':
     c.model.resolution = c.data.resolution = 16
     c.model.g_width = c.model.d_width = 8
@@ -48,5 +54,5 @@ def get_config(arg: str = 'digits'):
     c.checkpoint_every = 2000
   else:
     raise ValueError(f'Unknown dcgan variant {arg!r}; accepted: digits, tiny, mnist, celeba64, '
-                     'bedroom64, cifar10.')
+                     'bedroom64, cifar10, sn.')
   return c
