@@ -9,6 +9,7 @@ generator and scores them with :mod:`jaxgen.metrics.mode_coverage`. It prints a 
 (mean and standard error over seeds of modes covered, % high-quality samples and reverse KL)
 and writes ``table.md``, ``results.json`` (every run) and ``<dataset>_<method>.png`` (one
 scatter plot of samples over the modes per seed) under ``--out``.
+``--tabulate=dir1,dir2`` prints one table from earlier reports' ``results.json`` files.
 
 Speed: all seeds of a row train together. The lead's ``make_train_step`` (the same step the
 trainer runs) is vmapped over the seed axis and scanned over ``--chunk`` steps in one jitted
@@ -210,10 +211,33 @@ def run_report(datasets, methods, seeds, out_dir, overrides=(), chunk=1000, log=
   return table
 
 
+def tabulate(result_dirs) -> str:
+  """One table from the ``results.json`` of earlier reports (rows grouped by dataset)."""
+  rows = []
+  for d in result_dirs:
+    path = os.path.join(d, 'results.json')
+    if not os.path.exists(path):
+      raise ValueError(f'No results.json in {d!r}: run the report with --out={d} first.')
+    with open(path) as f:
+      for run in json.load(f):
+        rows.append((run['dataset'], run['method'], run['summary'], None, run['train_seconds']))
+  order = {'ring': 0, 'grid': 1}
+  rows.sort(key=lambda r: order.get(r[0], 2))
+  out = []
+  for dataset in sorted({r[0] for r in rows}, key=lambda d: order.get(d, 2)):
+    out += [r for r in rows if r[0] == dataset]
+    out += [(dataset, name, None, published, 0.0)
+            for (pd, name), published in PUBLISHED.items() if pd == dataset]
+  return format_table(out)
+
+
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
+  if f.tabulate:
+    print(tabulate([d for d in f.tabulate.split(',') if d]))
+    return
   datasets = [d for d in f.datasets.split(',') if d]
   methods = [m for m in f.methods.split(',') if m]
   from experiments.configs import gan_2d  # pylint: disable=g-import-not-at-top
@@ -240,4 +264,6 @@ if __name__ == '__main__':
   flags.DEFINE_integer('chunk', 1000, 'Train steps per jitted dispatch.')
   flags.DEFINE_multi_string('set', [], 'Override for every row: dotted.key=value.')
   flags.DEFINE_string('out', 'runs/gan_2d_report', 'Output directory.')
+  flags.DEFINE_string('tabulate', '', 'Only print one table from the results.json of these '
+                      'comma-separated earlier --out directories (nothing is trained).')
   app.run(main)

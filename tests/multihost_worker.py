@@ -4,8 +4,9 @@ As a script it is the real launcher (``experiments.launch``: --config, --workdir
 and the distributed flags --coordinator_address/--num_processes/--process_id) with a train
 function that, after ``train_and_evaluate``, saves what the tests compare:
 
-  <workdir>/final_p<process>.npz   every leaf of the final state (host copies), tree order
-  <workdir>/init_p<process>.npz    every leaf of the initial state (to see training moved it)
+  <workdir>/final_p<process>.npz   every leaf of the final state (host copies), named by its
+                                   path in the state ('g_params/Conv_0/kernel', ...)
+  <workdir>/init_p<process>.npz    the same for the initial state (to see training moved it)
   <workdir>/final_p<process>.json  process/device counts, the final step, and (with
                                    JAXGEN_TEST_STEP_FLOPS=1) the per-device flops of the
                                    compiled, partitioned train step
@@ -88,6 +89,13 @@ def step_flops(config):
   return float((cost[0] if isinstance(cost, list) else cost)['flops'])
 
 
+def named_leaves(state):
+  """{'g_params/Conv_0/kernel': host array, ...}; replicated arrays give a full local copy."""
+  import flax  # pylint: disable=g-import-not-at-top
+  flat = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(state), sep='/')
+  return {k: np.asarray(v) for k, v in flat.items()}
+
+
 def train_and_dump(config, workdir):
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -102,9 +110,8 @@ def train_and_dump(config, workdir):
 
   p = jax.process_index()
   init = jax.jit(trainer.build(config)[4])()  # Process-local: no cross-process program.
-  np.savez(os.path.join(workdir, f'init_p{p}.npz'), *[np.asarray(x) for x in jax.tree.leaves(init)])
-  leaves = [np.asarray(x) for x in jax.tree.leaves(state)]  # Replicated: a full local copy.
-  np.savez(os.path.join(workdir, f'final_p{p}.npz'), *leaves)
+  np.savez(os.path.join(workdir, f'init_p{p}.npz'), **named_leaves(init))
+  np.savez(os.path.join(workdir, f'final_p{p}.npz'), **named_leaves(state))
   info = {'process_index': p, 'process_count': jax.process_count(),
           'device_count': jax.device_count(), 'local_device_count': jax.local_device_count(),
           'step': int(state.step)}
@@ -186,9 +193,9 @@ def run_group(jobs, timeout: float, log_dir: str) -> None:
   raise WorkerError(f'{failed}:\n' + '\n'.join(report))
 
 
-def load_leaves(path):
+def load_leaves(path) -> dict:
   with np.load(path) as f:
-    return [f[f'arr_{i}'] for i in range(len(f.files))]
+    return {k: f[k] for k in f.files}
 
 
 if __name__ == '__main__':

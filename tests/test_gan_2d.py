@@ -81,7 +81,7 @@ def test_geometry_overrides_and_bad_values():
 
 
 def test_mlp2d_defaults_are_pacgans_networks():
-  cfg = gan_2d_cfg.get_config('grid,gan')
+  cfg = gan_2d_cfg.get_config('grid,pacgan_arch')
   g, d = models.get_gan(cfg.model)
   z = np.zeros((3, cfg.model.latent_dim), np.float32)
   gv = g.init(jax.random.PRNGKey(0), z, train=False)
@@ -193,3 +193,8 @@ def test_report_table_and_outputs(tmp_path):
   modes = [r['modes'] for r in runs[0]['runs']]
   assert runs[0]['summary']['modes'][0] == pytest.approx(np.mean(modes))
   assert (tmp_path / 'ring_gan.png').exists() and (tmp_path / 'table.md').exists()
+  # Earlier reports can be merged into one table without training.
+  merged = gan_2d_report.tabulate([str(tmp_path), str(tmp_path)])
+  assert merged.count('| ring | gan |') == 2 and merged.count('PacGAN4') == 1
+  with pytest.raises(ValueError, match='No results.json'):
+    gan_2d_report.tabulate([str(tmp_path / 'missing')])

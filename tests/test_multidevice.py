@@ -10,7 +10,8 @@ Tolerance: rtol = atol = 1e-5 on every leaf of the state after 4 steps. Reductio
 differences are ~1e-7 relative (measured: at most 4.5e-7 absolute on weights of size ~1).
 Anything that changes what is computed (per-device BatchNorm statistics, another split of the
 examples, other noise) changes Adam's update directions, and one Adam step moves a weight by
-up to lr = 2e-4, 20x the tolerance; the test checks that the weights moved that far.
+up to lr = 2e-4, 20x the tolerance; the test checks that the median weight moved over 10x
+the tolerance in the 4 steps.
 """
 import json
 import os
@@ -33,13 +34,16 @@ def prepare_digits(data_dir, resolution=16):
 
 
 def compare_states(a, b, what):
-  assert len(a) == len(b)
-  for i, (x, y) in enumerate(zip(a, b)):
-    assert x.shape == y.shape and x.dtype == y.dtype, (what, i)
+  """Same leaves; floats within tolerance, integers (step, rng key) equal."""
+  assert sorted(a) == sorted(b), what
+  assert any(k.startswith('g_params/') for k in a) and any(k.startswith('d_params/') for k in a)
+  for name in a:
+    x, y = a[name], b[name]
+    assert x.shape == y.shape and x.dtype == y.dtype, (what, name)
     if np.issubdtype(x.dtype, np.floating):
-      np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL, err_msg=f'{what}: leaf {i}')
+      np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL, err_msg=f'{what}: {name}')
     else:
-      np.testing.assert_array_equal(x, y, err_msg=f'{what}: leaf {i}')
+      np.testing.assert_array_equal(x, y, err_msg=f'{what}: {name}')
 
 
 def metrics(workdir):
@@ -48,9 +52,10 @@ def metrics(workdir):
 
 
 def assert_trained_far(init, final, min_change):
-  """Some float leaf moved by more than ``min_change`` (so the tolerance is meaningful)."""
-  moved = max(float(np.max(np.abs(x - y))) for x, y in zip(init, final)
-              if np.issubdtype(x.dtype, np.floating) and x.shape == y.shape)
+  """The typical weight of G and D moved by more than ``min_change`` during training, so a
+  tolerance well below it tells runs that computed different updates apart."""
+  names = [k for k in init if k.startswith(('g_params/', 'd_params/'))]
+  moved = np.median(np.concatenate([np.abs(final[k] - init[k]).ravel() for k in names]))
   assert moved > min_change, moved
 
 
@@ -78,7 +83,7 @@ def test_eight_devices_match_one_device(tfds_dir, tmp_path, name, overrides):
     assert info[n]['step'] == 4
   one, eight = (mw.load_leaves(os.path.join(dirs[n], 'final_p0.npz')) for n in (1, 8))
   compare_states(one, eight, f'{name}: 8 devices vs 1')
-  assert_trained_far(mw.load_leaves(os.path.join(dirs[1], 'init_p0.npz')), one, 20 * ATOL)
+  assert_trained_far(mw.load_leaves(os.path.join(dirs[1], 'init_p0.npz')), one, 10 * ATOL)
   m1, m8 = metrics(dirs[1]), metrics(dirs[8])
   # Logged at every dispatch (each 2 steps with steps_per_dispatch=2).
   assert [r['step'] for r in m1] == [r['step'] for r in m8] and m1[-1]['step'] == 4

@@ -64,11 +64,12 @@ def test_two_processes_agree_with_each_other_and_with_one_process(runs):
     assert info['process_count'] == 2 and info['device_count'] == 4
     assert info['local_device_count'] == 2 and info['step'] == 4
   p0, p1 = (mw.load_leaves(os.path.join(runs['two'], f'final_p{p}.npz')) for p in range(2))
-  for a, b in zip(p0, p1):  # One replicated state: every process holds the same bits.
-    np.testing.assert_array_equal(a, b)
+  assert sorted(p0) == sorted(p1)
+  for name in p0:  # One replicated state: every process holds the same bits.
+    np.testing.assert_array_equal(p0[name], p1[name], err_msg=name)
   ref = mw.load_leaves(os.path.join(runs['ref'], 'final_p0.npz'))
   compare_states(ref, p0, '2 processes x 2 devices vs 1 process x 1 device')
-  assert_trained_far(mw.load_leaves(os.path.join(runs['ref'], 'init_p0.npz')), ref, 20 * ATOL)
+  assert_trained_far(mw.load_leaves(os.path.join(runs['ref'], 'init_p0.npz')), ref, 10 * ATOL)
   from jaxgen.train.writers import read_metrics  # pylint: disable=g-import-not-at-top
   m2, m1 = read_metrics(runs['two']), read_metrics(runs['ref'])
   # Written by process 0 alone: each step exactly once.
@@ -105,9 +106,9 @@ def test_two_process_checkpoint_restores_in_one_process(runs, tmp_path):
   assert info['process_count'] == 1 and info['device_count'] == 1 and info['step'] == 4
   restored = mw.load_leaves(os.path.join(workdir, 'final_p0.npz'))
   written = mw.load_leaves(os.path.join(runs['two'], 'final_p0.npz'))
-  assert len(restored) == len(written)
-  for a, b in zip(restored, written):
-    np.testing.assert_array_equal(a, b)
+  assert sorted(restored) == sorted(written)
+  for name in written:
+    np.testing.assert_array_equal(restored[name], written[name], err_msg=name)
 
 
 # ---------------------------------------------------------------------------- no processes

@@ -185,49 +185,70 @@ def test_vae_run_end_to_end(tfds_dir, tmp_path):
     vt.train_and_evaluate(tiny(tfds_dir=tfds_dir, **{'model.latent_dim': 5}), workdir)
 
 
-def test_cvae_run_and_tools(tfds_dir, tmp_path):
-  workdir = str(tmp_path / 'cvae')
-  cfg = tiny('cvae', tfds_dir=tfds_dir, num_steps=10, eval_every=0)
-  vt.train_and_evaluate(cfg, workdir)
-  assert {'class_grid.png', 'rerender.png'} <= set(os.listdir(os.path.join(workdir, 'figures')))
-  config, model, params, _ = vt.load_run(workdir)
+def test_cvae_tools():
+  """generate (a chosen class) and rerender (same style z, every class) on a CVAE."""
+  config = tiny('cvae')
+  model = vae_models.make_vae(config.model)
+  params = vt.init_state(config, model, vt.make_optimizer(config), (16, 16, 1)).params
   samples = vae_tools.generate(config, model, params, label=7, num=6)
   assert samples.shape == (6, 16, 16, 1)
-  from jaxgen.data import pipeline
-  images, labels = pipeline.load_split_arrays(config.data, 'test', max_examples=3)
+  images = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 16, 1), minval=-1,
+                                         maxval=1))
+  labels = np.array([1, 5, 9])
   out = vae_tools.rerender(config, model, params, images, labels)
   assert out.shape == (3 * 11, 16, 16, 1)
-  np.testing.assert_allclose(out[0], (images[0] + 1) / 2)  # Row starts with the original.
-  # Column c of a row is the decoder mean at that image's style z with label c.
-  z = vae_tools.encode_mean(config, model, params, images[:1], labels[:1])
-  np.testing.assert_allclose(out[1 + 4], vae_tools.decode_mean(config, model, params, z, [4])[0],
-                             atol=1e-6)
-  for bad in (10, -1):
+  np.testing.assert_allclose(out[11], (images[1] + 1) / 2)  # Each row starts with the original.
+  # Column c of row i is the decoder mean at image i's style z (encoded with its label) as c.
+  # (Encoded with the whole batch: a dynamically binarized batch draws its uniforms in order.)
+  z = vae_tools.encode_mean(config, model, params, images, labels)[1:2]
+  np.testing.assert_allclose(out[11 + 1 + 4],
+                             vae_tools.decode_mean(config, model, params, z, [4])[0], atol=1e-6)
+  grid = vae_tools.class_grid(config, model, params, num_styles=3)
+  assert grid.shape == (30, 16, 16, 1)
+  for bad in (10, -1, None):
     with pytest.raises(ValueError, match=r'\[0, 9\]'):
       vae_tools.generate(config, model, params, label=bad)
   with pytest.raises(ValueError, match='2-d latent'):
     vae_tools.latent_grid(config, model, params)
+
+
+@pytest.mark.slow
+def test_cvae_run_end_to_end(tfds_dir, tmp_path):
+  workdir = str(tmp_path / 'cvae')
+  cfg = tiny('cvae', tfds_dir=tfds_dir, num_steps=10, eval_every=0)
+  vt.train_and_evaluate(cfg, workdir)
+  assert {'class_grid.png', 'rerender.png'} <= set(os.listdir(os.path.join(workdir, 'figures')))
   path = str(tmp_path / 'seven.png')
   assert vae_tools.main(['generate', f'--workdir={workdir}', '--label=7', f'--out={path}']) == 0
   assert os.path.exists(path)
+  assert vae_tools.main(['rerender', f'--workdir={workdir}', '--num=3']) == 0
+  assert vae_tools.main(['generate', f'--workdir={workdir}', '--label=12']) == 2
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tfds_dir, tmp_path):
+  import shutil
   n = 6
-  kw = dict(tfds_dir=tfds_dir, num_steps=n, checkpoint_every=n // 2, eval_every=0,
-            write_figures=False, **{'eval.final_iwae_k': 2, 'eval.max_examples': 20})
-  full = vt.train_and_evaluate(tiny(**kw), str(tmp_path / 'full'))
-  half = str(tmp_path / 'half')
-  vt.train_and_evaluate(tiny(**{**kw, 'num_steps': n // 2}), half)
-  resumed = vt.train_and_evaluate(tiny(**kw), half)
+  cfg = tiny(tfds_dir=tfds_dir, num_steps=n, checkpoint_every=n // 2, eval_every=0,
+             log_every=1, write_figures=False,
+             **{'eval.final_iwae_k': 2, 'eval.max_examples': 20, 'model.init_output_bias': False})
+  full_dir, cut_dir = str(tmp_path / 'full'), str(tmp_path / 'cut')
+  full = vt.train_and_evaluate(cfg, full_dir)
+  # The same run killed after its step-3 checkpoint: drop what came later, then rerun.
+  shutil.copytree(full_dir, cut_dir)
+  shutil.rmtree(os.path.join(cut_dir, 'checkpoints', str(n)))
+  resumed = vt.train_and_evaluate(cfg, cut_dir)
   assert int(resumed.step) == n
   for a, b in zip(jax.tree.leaves((full.params, full.opt_state)),
                   jax.tree.leaves((resumed.params, resumed.opt_state))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  steps = [r['step'] for r in read_metrics(cut_dir) if 'train/elbo' in r]
+  assert steps == list(range(1, n + 1))  # Records after step 3 were replaced, not duplicated.
   # The run is a function of the seed: another seed starts elsewhere.
-  cfg1 = tiny(**{**kw, 'seed': 1})
+  cfg1 = ml_collections.ConfigDict(cfg.to_dict())
+  cfg1.seed = 1
   model, tx = vae_models.make_vae(cfg1.model), vt.make_optimizer(cfg1)
-  a = vt.init_state(tiny(**kw), model, tx, (16, 16, 1)).params
+  a = vt.init_state(cfg, model, tx, (16, 16, 1)).params
   b = vt.init_state(cfg1, model, tx, (16, 16, 1)).params
   assert any(not np.allclose(np.asarray(x), np.asarray(y))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -268,7 +289,7 @@ def test_tfds_variants_run_on_mock_data(kind, variant, tmp_path):
 
 def test_scanned_steps_match_single_steps():
   """steps_per_dispatch: a lax.scan over the step function reproduces one call per step."""
-  cfg = tiny(**{'model.encoder': 'conv', 'model.decoder': 'conv'})
+  cfg = tiny()
   model, tx = vae_models.make_vae(cfg.model), vt.make_optimizer(cfg)
   state = vt.init_state(cfg, model, tx, (16, 16, 1))
   step = vt.make_train_step(cfg, model, tx)

@@ -8,9 +8,12 @@ The config argument is ``<dataset>,<method>``:
 Anything can still be overridden, e.g. ``--config.loss.name=hinge --config.model.spectral_norm=True
 --config.penalty.name=r1 --config.penalty.weight=0.1 --config.weight_clip=0``.
 
-Every method shares the PacGAN/VEEGAN networks (G: 4x400 ReLU + BatchNorm, linear output;
-D: 3x200 maxout-5), the batch size, the number of generator steps and the 2,500-sample
-evaluation, so the rows differ only in what their names say.
+All methods share the networks, batch size (100), number of generator steps (20,000) and the
+2,500-sample evaluation unless their row says otherwise. The default networks are small
+(G: 2-d Gaussian z -> 3 x 128 ReLU -> linear 2-d output; D: 3 x 128 LeakyReLU(0.2) -> logit,
+no normalisation layers) so ten seeds of a row train in minutes on a 2-core CPU; the
+``pacgan_arch`` row uses PacGAN/VEEGAN's larger networks (G 4 x 400 ReLU + BatchNorm; D
+3 x 200 maxout with 5 pieces).
 """
 import ml_collections
 
@@ -18,26 +21,41 @@ from experiments.configs import common
 
 DATASETS = {'ring': 'toy2d_ring', 'grid': 'toy2d_grid'}
 
+PACGAN_ARCH = {'model.g_hidden': (400,) * 4, 'model.d_hidden': (200,) * 3,
+               'model.maxout_pieces': 5, 'model.g_batch_norm': True,
+               'optimizer.g_lr': 1e-4, 'optimizer.d_lr': 1e-4}
+
 # method -> overrides. Keys are dotted config paths.
 METHODS = {
     # Goodfellow et al.'s GAN with the non-saturating G loss; nothing else.
     'gan': {},
     # The same with Goodfellow's saturating (minimax) G loss.
     'gan_minimax': {'loss.name': 'minimax'},
-    # WGAN with weight clipping (Arjovsky et al. 2017: c = 0.01, n_critic = 5, small lr).
+    # The plain GAN, sampled from an exponential moving average of G's weights.
+    'gan_ema': {'ema_decay': 0.999},
+    # The plain GAN on PacGAN/VEEGAN's networks (BatchNorm G, maxout D), Adam(1e-4).
+    'pacgan_arch': dict(PACGAN_ARCH),
+    # WGAN with weight clipping (Arjovsky et al. 2017: c = 0.01, n_critic = 5; Adam, not RMSProp).
     'wgan_clip': {'loss.name': 'wasserstein', 'weight_clip': 0.01, 'n_dis': 5,
                   'optimizer.g_lr': 5e-5, 'optimizer.d_lr': 5e-5, 'optimizer.b1': 0.0},
     # WGAN-GP (Gulrajani et al. 2017: lambda = 10, n_critic = 5, Adam(1e-4, 0.5, 0.9)).
     'wgan_gp': {'loss.name': 'wasserstein', 'penalty.name': 'wgan_gp', 'penalty.weight': 10.0,
-                'n_dis': 5, 'optimizer.b1': 0.5, 'optimizer.b2': 0.9},
+                'n_dis': 5, 'optimizer.g_lr': 1e-4, 'optimizer.d_lr': 1e-4,
+                'optimizer.b1': 0.5, 'optimizer.b2': 0.9},
     # Spectral normalisation on every D layer with the hinge loss (Miyato et al. 2018).
     'sn_hinge': {'loss.name': 'hinge', 'model.spectral_norm': True},
     # Spectral normalisation with the non-saturating loss.
     'sn': {'model.spectral_norm': True},
-    # R1 zero-centred gradient penalty on real data (Mescheder et al. 2018).
-    'r1': {'penalty.name': 'r1', 'penalty.weight': 1.0},
+    # R1 zero-centred gradient penalty on real data (Mescheder et al. 2018), gamma = 0.1.
+    'r1': {'penalty.name': 'r1', 'penalty.weight': 0.1},
+    # R1 and an EMA of G's weights (decay 0.999) for sampling.
+    'r1_ema': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.999},
+    # jaxgen's best configuration: R1 + EMA with a larger batch and budget (256 x 30,000 steps;
+    # EMA decay 0.9995, i.e. an average over the last ~2,000 steps).
+    'r1_ema_long': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.9995,
+                    'batch_size': 256, 'num_steps': 30_000},
     # Spectral normalisation plus R1.
-    'sn_r1': {'model.spectral_norm': True, 'penalty.name': 'r1', 'penalty.weight': 1.0},
+    'sn_r1': {'model.spectral_norm': True, 'penalty.name': 'r1', 'penalty.weight': 0.1},
 }
 
 
@@ -58,12 +76,12 @@ def get_config(arg: str = 'ring,gan'):
   dataset, method = parts
   c = common.gan_defaults()
   c.model = ml_collections.ConfigDict(dict(
-      name='mlp2d', latent_dim=2, latent_prior='normal', g_hidden=(400,) * 4,
-      d_hidden=(200,) * 3, maxout_pieces=5, d_activation='leaky_relu', g_batch_norm=True,
+      name='mlp2d', latent_dim=2, latent_prior='normal', g_hidden=(128,) * 3,
+      d_hidden=(128,) * 3, maxout_pieces=1, d_activation='leaky_relu', g_batch_norm=False,
       spectral_norm=False, g_spectral_norm=False, data_dim=2, d_output_scale=1.0))
   c.data = ml_collections.ConfigDict(dict(name=DATASETS[dataset], split='train'))
   c.loss.name = 'non_saturating'
-  c.optimizer.g_lr = c.optimizer.d_lr = 1e-4
+  c.optimizer.g_lr = c.optimizer.d_lr = 1e-3
   c.optimizer.b1, c.optimizer.b2 = 0.5, 0.999
   c.batch_size = 100
   c.num_steps = 20_000
