@@ -1,9 +1,21 @@
 """Shared fixtures: a session-wide TFDS data_dir holding the embedded digits, never the network."""
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# One persistent XLA compilation cache for the whole run, shared by the xdist workers and the
+# subprocesses the tests start (they inherit the environment). Most tests train the same tiny
+# configurations, and each run builds new closures that jit cannot reuse in memory, so without
+# it every run recompiled identical programs: a tiny DCGAN run went from ~20 s to ~1.6 s when
+# its programs were cached (measured on a 2-core CPU). Cached executables are the
+# ones a fresh compile produces, so bitwise comparisons between runs are unaffected.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), f'jaxgen-tests-xla-cache-{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 
 
 @pytest.fixture(scope='session')

@@ -127,10 +127,24 @@ def test_sngan_discriminator_layers_have_unit_spectral_norm_after_training():
   assert len(trained) == 8 and sorted(stats) == sorted(trained)  # 7 convs + the dense head
   initial = kernels(d0)
   for path, kernel in trained.items():
-    # The kernel D computes with, W / sigma, has spectral norm about 1.
-    # (u starts random: one step per update has to catch up with the kernel's spectral gap
-    # while the kernel moves; sigma was estimated on the kernel before the last update.)
-    assert top_sv(kernel) / float(stats[path]['sigma']) == pytest.approx(1.0, abs=0.03), path
+    # The stored sigma tracks the moving kernel: u starts random and takes one power-iteration
+    # step per D update while the kernel moves, so it lags a little (measured 1.00 to 1.07
+    # across machines after 150 steps).
+    assert top_sv(kernel) / float(stats[path]['sigma']) == pytest.approx(1.0, abs=0.15), path
+  # With the kernels held fixed, further training-mode passes finish the power iteration:
+  # every kernel D computes with, W / sigma, then has spectral norm 1 (SVD).
+  x = np.zeros((2, *shape), np.float32)
+
+  @jax.jit
+  def settle(d_state):
+    def one(_, d_state):
+      return d.apply({'params': state.d_params, **d_state}, x, train=True,
+                     mutable=['batch_stats'])[1]
+    return jax.lax.fori_loop(0, 200, one, d_state)
+
+  settled = sn_stats(settle(state.d_state))
+  for path, kernel in trained.items():
+    assert top_sv(kernel) / float(settled[path]['sigma']) == pytest.approx(1.0, abs=1e-3), path
   moved = sum(not np.allclose(trained[p], initial[p]) for p in trained)
   assert moved == 8  # the weights did change under training; u kept up with them
 

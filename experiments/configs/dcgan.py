@@ -27,6 +27,7 @@ def get_config(arg: str = 'digits'):
     c.num_steps = 2000
   elif arg == 'sn':
     c.model.g_width = c.model.d_width = 32
+    c.model.conv_impl = 'fast'
     c.num_steps = 1500
     c.model.spectral_norm = True
   elif arg == 'tiny':

@@ -29,7 +29,8 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def _layers(conv_impl):
+def conv_layers(conv_impl):
+  """(Conv, ConvTranspose) classes for ``model.conv_impl``: 'plain' flax or 'fast'."""
   if conv_impl == 'plain':
     return nn.Conv, nn.ConvTranspose
   if conv_impl == 'fast':
@@ -54,7 +55,7 @@ class Generator(nn.Module):
 
   @nn.compact
   def __call__(self, z, train: bool = True):
-    _, conv_t = _layers(self.conv_impl)
+    _, conv_t = conv_layers(self.conv_impl)
     n_up = int(math.log2(self.resolution)) - 2
     x = z.reshape((z.shape[0], 1, 1, z.shape[-1])).astype(self.dtype)
     feats = self.width * 2 ** (n_up - 1)
@@ -80,7 +81,7 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    conv, _ = _layers(self.conv_impl)
+    conv, _ = conv_layers(self.conv_impl)
     n_down = int(math.log2(self.resolution)) - 2
 
     def apply(layer, h):

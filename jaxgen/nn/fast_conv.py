@@ -115,22 +115,17 @@ def _space_to_depth(x, strides, grid):
   return jnp.transpose(x, perm).reshape((n,) + tuple(grid) + (-1,))
 
 
-# Below this many output positions (the grid of b in ``_strided_kernel_grad``) XLA's own
-# kernel-gradient convolution is used; at and above it the space-to-depth matrix product.
-# Measured on one core of the benchmark machine for DCGAN-64's layers (ms, XLA vs matmul):
-# 16x16 grid 122 vs 98, 8x8 grid 59 vs 75, 4x4 grid 54 vs 67.
-KERNEL_GRAD_MATMUL_MIN_POSITIONS = 256
-
-
 def _strided_kernel_grad(a, b, kernel, strides, pads, precision=None):
   """dW[t] = sum_{n,o} a_pad[n, s*o + t] (x) b[n, o], shape (*kernel, Ca, Cb).
 
   This is the kernel-gradient of the strided conv ``conv(a, W, strides, pads)`` whose
   output cotangent is b; o runs over b's spatial grid. XLA:CPU computes it as a
-  convolution with a huge window (b) and a tiny output, which is slow on large grids;
-  there it is computed instead by space-to-depth (a_pad[s*j + p] -> a_s2d[j, p]), which
-  turns it into the kernel-gradient of a stride-1 conv with ceil(k/s) taps, and that into
-  one matrix product over shifted windows (taps past k are computed and dropped).
+  convolution with a huge window (b) and a tiny output; inside a train step its layout
+  assignment can give that convolution a layout its fast convolution library does not take
+  (seen: 1.8 s instead of ~10 ms for one DCGAN layer at batch 8). Here it is computed by
+  space-to-depth (a_pad[s*j + p] -> a_s2d[j, p]), which turns it into the kernel-gradient
+  of a stride-1 conv with ceil(k/s) taps, and that into one matrix product over shifted
+  windows (taps past k are computed and dropped).
   """
   nd = a.ndim - 2
   grid = b.shape[1:-1]
@@ -140,14 +135,6 @@ def _strided_kernel_grad(a, b, kernel, strides, pads, precision=None):
   # do not contribute).
   pads = [(lo, (g - 1) * s + k - n - lo)
           for (lo, _), g, s, k, n in zip(pads, grid, strides, kernel, a.shape[1:-1])]
-  if math.prod(grid) < KERNEL_GRAD_MATMUL_MIN_POSITIONS:
-    a, pads = _crop_negative(a, pads)
-    dn = _spatial_dimension_numbers(a.ndim)
-    zeros = jnp.zeros(kernel + (ca, cb), b.dtype)
-    _, vjp = jax.vjp(lambda w: lax.conv_general_dilated(
-        a, w, strides, pads, dimension_numbers=dn, precision=precision), zeros)
-    return vjp(b)[0]
-
   taps = tuple(-(-k // s) for k, s in zip(kernel, strides))
   span = tuple(g + t - 1 for g, t in zip(grid, taps))
   widths = [(lo, sp * s - n - lo) for (lo, _), sp, s, n in zip(pads, span, strides,

@@ -1,0 +1,326 @@
+"""Train-step throughput of jaxgen's models, and the same DCGAN-64 step in PyTorch.
+
+  python -m benchmarks.step_throughput                       # every model, PyTorch if installed
+  python -m benchmarks.step_throughput --models=dcgan64,dcgan64_plain --blocks=5 --steps=3
+  pip install torch==2.13.0                                  # benchmark-only dependency
+
+For each model: the jitted train step exactly as the trainer runs it (state donated, one D and
+one G update per step for the GANs), timed on random batches already on the device:
+
+* compile time: ``jit(...).lower(...).compile()``;
+* ms/step: median over ``--blocks`` timed blocks of ``--steps`` steps each, after ``--warmup``
+  steps (each block ends with ``block_until_ready``); the spread (min-max over blocks) too;
+* images/s: batch size / (s/step) (real images consumed per step: batch x n_dis);
+* FLOP/s: XLA's cost analysis of the compiled step (``flops``) / (s/step);
+* memory: the device's peak bytes in use where the backend reports it (GPU/TPU), otherwise
+  XLA's buffer plan for the step (arguments + outputs + temporaries - aliased), and the
+  process's peak resident set size.
+
+PyTorch: ``benchmarks.torch_dcgan`` (pytorch/examples' DCGAN, nz=100, ngf=ndf=64, batch 64,
+Adam, D then G update with a fresh z) timed the same way, and the ratio jaxgen / PyTorch of
+ms/step for DCGAN-64 at the same batch. Results go to ``--out`` (markdown and JSON) with the
+machine they were measured on. Benchmarks are not tests: nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+
+import numpy as np
+
+# name -> (config module, config argument, field overrides, what it is)
+MODELS = {
+    'mlp_gan': ('gan', 'digits', {'batch_size': 64},
+                'Goodfellow MLP GAN, 16x16 digits (maxout D)'),
+    'dcgan32': ('dcgan', 'cifar10', {'batch_size': 64, 'model.conv_impl': 'fast'},
+                'DCGAN 32x32x3, widths 64, fast conv'),
+    'dcgan64': ('dcgan', 'celeba64', {'batch_size': 64, 'model.conv_impl': 'fast'},
+                'DCGAN-64 (nz 100, ngf=ndf=64), fast conv'),
+    'dcgan64_plain': ('dcgan', 'celeba64', {'batch_size': 64, 'model.conv_impl': 'plain'},
+                      'DCGAN-64, flax nn.Conv/nn.ConvTranspose'),
+    'dcgan64_b128': ('dcgan', 'celeba64', {'batch_size': 128, 'model.conv_impl': 'fast'},
+                     'DCGAN-64, fast conv, batch 128'),
+    'sngan': ('sngan', 'cifar10', {'batch_size': 64},
+              'SN-DCGAN standard CNN 32x32x3, hinge, n_dis 1'),
+    'sngan_plain': ('sngan', 'cifar10', {'batch_size': 64, 'model.conv_impl': 'plain'},
+                    'SN-DCGAN 32x32x3, flax nn.Conv/nn.ConvTranspose'),
+    'dcgan_digits': ('dcgan', 'digits', {}, 'the quickstart DCGAN: 32x32x1 digits, widths 32'),
+    'sngan_digits': ('sngan', 'digits', {}, 'SN-DCGAN on 32x32x1 digits, widths 32'),
+    'vae': ('vae', 'digits', {}, 'VAE (MLP), 16x16 digits'),
+    'vae_conv': ('vae', 'digits_conv', {}, 'VAE (conv encoder/decoder), digits'),
+    'cvae': ('cvae', 'digits', {}, 'conditional VAE (MLP), digits'),
+}
+DEFAULT_MODELS = ('mlp_gan', 'dcgan32', 'dcgan64', 'sngan', 'vae', 'cvae')
+GAN_CONFIGS = ('gan', 'dcgan', 'sngan')
+
+
+def machine_info() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  cpu = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  dev = jax.devices()[0]
+  info = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
+          'host': platform.node(), 'cpu': cpu, 'cpu_cores': os.cpu_count(),
+          'usable_cores': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                          else os.cpu_count(),
+          'jax_backend': jax.default_backend(), 'device': dev.device_kind,
+          'device_count': jax.device_count(), 'python': platform.python_version(),
+          'jax': jax.__version__}
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  info['jaxlib'] = jaxlib.__version__
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    info['torch'] = torch.__version__
+    info['torch_threads'] = torch.get_num_threads()
+  except ImportError:
+    info['torch'] = None
+  return info
+
+
+def get_config(name: str, batch_size: int | None = None):
+  import importlib  # pylint: disable=g-import-not-at-top
+  if name not in MODELS:
+    raise ValueError(f'Unknown model {name!r}; accepted: {", ".join(MODELS)}.')
+  module, arg, overrides, _ = MODELS[name]
+  config = importlib.import_module(f'experiments.configs.{module}').get_config(arg)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  if batch_size:
+    config.batch_size = batch_size
+  return config
+
+
+def _timed_blocks(run_block, warmup: int, blocks: int, steps: int) -> list[float]:
+  """Seconds per step of each timed block (run_block(n) runs n steps and waits for them)."""
+  if warmup:
+    run_block(warmup)
+  out = []
+  for _ in range(blocks):
+    t0 = time.perf_counter()
+    run_block(steps)
+    out.append((time.perf_counter() - t0) / steps)
+  return out
+
+
+def _memory(compiled) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  out = {}
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    out['device_peak_mib'] = stats['peak_bytes_in_use'] / 2**20
+  try:
+    m = compiled.memory_analysis()
+    planned = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
+    out['xla_planned_mib'] = planned / 2**20
+  except (AttributeError, NotImplementedError, TypeError):
+    pass
+  return out
+
+
+def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) -> dict:
+  """Compile and time one model's train step; returns one result row."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  config = get_config(name, batch_size)
+  kind = MODELS[name][0]
+  rng = np.random.default_rng(0)
+  if kind in GAN_CONFIGS:
+    from jaxgen.train import step as step_lib, trainer  # pylint: disable=g-import-not-at-top
+    g, d, g_tx, d_tx, init, shape = trainer.build(config)
+    train_step = step_lib.make_train_step(config, g, d, g_tx, d_tx)
+    per_step = config.batch_size * config.n_dis
+    batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32)}
+  else:
+    from jaxgen.train import vae_trainer  # pylint: disable=g-import-not-at-top
+    model, tx, init, shape = _vae_parts(config)
+    train_step = vae_trainer.make_train_step(config, model, tx)
+    per_step = config.batch_size
+    batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32),
+             'label': rng.integers(0, 10, size=(per_step,)).astype(np.int32)}
+  state = jax.jit(init)()
+  batch = jax.device_put(batch)
+  step = jax.jit(train_step, donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  holder = [state]
+
+  def run_block(n):
+    s = holder[0]
+    for _ in range(n):
+      s, metrics = compiled(s, batch)
+    jax.block_until_ready((s, metrics))
+    holder[0] = s
+
+  times = _timed_blocks(run_block, warmup, blocks, steps)
+  sec = statistics.median(times)
+  row = {'model': name, 'impl': 'jaxgen', 'what': MODELS[name][3],
+         'batch': config.batch_size, 'images_per_step': per_step,
+         'resolution': 'x'.join(map(str, shape)), 'compile_s': compile_s,
+         'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
+         'images_per_s': per_step / sec, 'gflop_per_step': flops / 1e9,
+         'gflop_per_s': flops / sec / 1e9,
+         'params': int(sum(x.size for x in jax.tree.leaves(_params(holder[0]))))}
+  row.update(_memory(compiled))
+  del jnp
+  return row
+
+
+def _params(state):
+  if hasattr(state, 'g_params'):
+    return (state.g_params, state.d_params)
+  return state.params
+
+
+def _vae_parts(config):
+  from jaxgen.train import vae_trainer  # pylint: disable=g-import-not-at-top
+  model, tx, shape = vae_trainer.build(config, steps_per_epoch=100)
+  return model, tx, lambda: vae_trainer.init_state(config, model, tx, shape), shape
+
+
+def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
+                device: str = 'cpu', reuse_fake: bool = False) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
+  if device == 'cuda':
+    torch.backends.cudnn.benchmark = True
+  model = torch_dcgan.TorchDCGAN(batch_size=batch_size, device=device, reuse_fake=reuse_fake)
+  real = torch.tanh(torch.randn(batch_size, 3, 64, 64, device=model.device))
+  if device == 'cuda':
+    torch.cuda.reset_peak_memory_stats()
+
+  def run_block(n):
+    for _ in range(n):
+      model.step(real)
+    model.synchronize()
+
+  times = _timed_blocks(run_block, warmup, blocks, steps)
+  sec = statistics.median(times)
+  row = {'model': 'dcgan64', 'impl': 'pytorch' + (' (reuse fake)' if reuse_fake else ''),
+         'what': 'pytorch/examples DCGAN-64, eager', 'batch': batch_size,
+         'images_per_step': batch_size, 'resolution': '64x64x3', 'compile_s': 0.0,
+         'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
+         'images_per_s': batch_size / sec,
+         'params': torch_dcgan.count_params(model.g) + torch_dcgan.count_params(model.d)}
+  if device == 'cuda':
+    row['device_peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
+  return row
+
+
+def _fmt(v, spec):
+  return '' if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def format_table(rows, info, ratios) -> str:
+  lines = [f'Measured {info["date"]} on {info["cpu"]} ({info["usable_cores"]} usable cores), '
+           f'JAX {info["jax"]} backend {info["jax_backend"]} ({info["device"]}), '
+           f'PyTorch {info["torch"] or "not installed"}.', '',
+           '| model | impl | batch | compile (s) | ms/step (min-max) | images/s | GFLOP/step '
+           '| GFLOP/s | memory (MiB) | params |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    mem = r.get('device_peak_mib', r.get('xla_planned_mib'))
+    mem_s = _fmt(mem, '.0f') + (' (XLA plan)' if 'device_peak_mib' not in r and mem else '')
+    lines.append(
+        f'| {r["model"]} | {r["impl"]} | {r["batch"]} | {_fmt(r["compile_s"], ".1f")} | '
+        f'{r["ms_per_step"]:.1f} ({r["ms_min"]:.1f}-{r["ms_max"]:.1f}) | '
+        f'{r["images_per_s"]:.0f} | {_fmt(r.get("gflop_per_step"), ".2f")} | '
+        f'{_fmt(r.get("gflop_per_s"), ".1f")} | {mem_s} | {r["params"]:,} |')
+  lines.append(f'\nPeak resident set size of the process: '
+               f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.')
+  for k, v in ratios.items():
+    lines.append(f'\n**{k}: {v:.2f}** (ms/step jaxgen / PyTorch; below 1 means jaxgen is faster)')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+  import argparse  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--models', default=','.join(DEFAULT_MODELS),
+                 help=f'comma-separated, from: {", ".join(MODELS)}')
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--blocks', type=int, default=5)
+  p.add_argument('--steps', type=int, default=5, help='steps per timed block')
+  p.add_argument('--batch_size', type=int, default=0, help='override every model\'s batch')
+  p.add_argument('--torch', choices=('auto', 'yes', 'no'), default='auto',
+                 help='time the PyTorch DCGAN-64 (auto: when torch is installed)')
+  p.add_argument('--torch_device', default='', help='cpu or cuda (default: cuda if JAX is on '
+                 'a GPU)')
+  p.add_argument('--out', default='', help='results file stem (default '
+                 'benchmarks/results/step_throughput_<backend>); .md and .json are written')
+  args = p.parse_args(argv)
+  models = [m for m in args.models.split(',') if m]
+  unknown = [m for m in models if m not in MODELS]
+  if unknown or not models:
+    p.error(f'unknown model(s) {unknown}; accepted: {", ".join(MODELS)}.')
+  if args.blocks < 1 or args.steps < 1 or args.warmup < 0:
+    p.error('--blocks and --steps must be at least 1 and --warmup at least 0.')
+  use_torch = args.torch == 'yes'
+  if args.torch == 'auto':
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
+      use_torch = True
+    except ImportError:
+      print('PyTorch not installed: its DCGAN-64 is not timed (pip install torch==2.13.0).')
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  info = machine_info()
+  out = args.out or os.path.join('benchmarks', 'results',
+                                 f'step_throughput_{info["jax_backend"]}')
+  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+  rows, ratios = [], {}
+  jobs = [('jax', m) for m in models]
+  torch_device = args.torch_device or ('cuda' if jax.default_backend() == 'gpu' else 'cpu')
+  dcgan64 = [m for m in models if m.startswith('dcgan64')]
+  if use_torch and dcgan64:
+    batches = sorted({get_config(m, args.batch_size).batch_size for m in dcgan64})
+    jobs += [('torch', b) for b in batches]
+  for kind, what in tqdm(jobs, desc='benchmark', unit='model'):
+    if kind == 'jax':
+      row = bench_jax(what, args.warmup, args.blocks, args.steps, args.batch_size or None)
+    else:
+      row = bench_torch(args.warmup, args.blocks, args.steps, what, torch_device)
+    rows.append(row)
+    tqdm.write(f'{row["model"]:>14} {row["impl"]:<8} batch {row["batch"]:>4}: '
+               f'{row["ms_per_step"]:8.1f} ms/step, {row["images_per_s"]:8.0f} images/s')
+  for r in rows:
+    if r['impl'] != 'jaxgen' or not r['model'].startswith('dcgan64'):
+      continue
+    ref = [t for t in rows if t['impl'] == 'pytorch' and t['batch'] == r['batch']]
+    if ref:
+      key = f'{r["model"]} / PyTorch DCGAN-64, batch {r["batch"]}'
+      ratios[key] = r['ms_per_step'] / ref[0]['ms_per_step']
+  table = format_table(rows, info, ratios)
+  print(table)
+  with open(out + '.md', 'w') as f:
+    f.write(f'Command: python -m benchmarks.step_throughput '
+            f'{" ".join(argv) if argv else ""}'.rstrip() + '\n\n' + table)
+  with open(out + '.json', 'w') as f:
+    json.dump({'machine': info, 'rows': rows, 'ratios': ratios,
+               'settings': vars(args)}, f, indent=2)
+  print(f'Wrote {out}.md and {out}.json')
+  return 0
+
+
+if __name__ == '__main__':
+  import sys  # pylint: disable=g-import-not-at-top
+  raise SystemExit(main(sys.argv[1:]))

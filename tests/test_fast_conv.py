@@ -1,0 +1,229 @@
+"""jaxgen.nn.fast_conv against the plain formulation (flax layers, lax convolutions).
+
+Every fast layer must compute the same function as the flax layer it replaces, with the
+same parameter tree: outputs, input-gradients, kernel- and bias-gradients and the
+second-order gradients a gradient penalty takes through D. References are XLA's own
+``lax.conv_transpose`` / ``lax.conv_general_dilated`` (through ``nn.ConvTranspose`` and
+``nn.Conv``), which share no code with the phase decomposition. Arithmetic is at HIGHEST
+precision in float32; differences are float rounding (measured at most ~1e-6 relative).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen.nn import fast_conv
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def close(a, b, what, rtol=2e-5):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  assert a.shape == b.shape, (what, a.shape, b.shape)
+  scale = max(np.abs(b).max(), 1e-6)
+  np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale, err_msg=what)
+
+
+def randn(seed, shape, dtype=np.float32):
+  # numpy, not jax.random: each new shape would compile a sampler (~1 s apiece on CPU).
+  return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def compare_layers(fast, plain, x_shape, seed=0):
+  """Same parameters, outputs, and gradients of <y, c> w.r.t. the input and every parameter."""
+  k2 = jax.random.PRNGKey(seed)
+  x = randn(seed, x_shape)
+  v_fast = jax.jit(fast.init)(k2, x)
+  v_plain = jax.jit(plain.init)(k2, x)
+  assert jax.tree.structure(v_fast) == jax.tree.structure(v_plain)
+  for a, b in zip(jax.tree.leaves(v_fast), jax.tree.leaves(v_plain)):
+    np.testing.assert_array_equal(a, b)  # Same initialisers, same key: the same parameters.
+  # Non-trivial bias so that bias handling is compared too.
+  v = jax.tree.map(lambda p: np.asarray(p) + 0.1 * randn(seed + 1, p.shape), v_plain)
+  c = randn(seed + 2, jax.eval_shape(plain.apply, v, x).shape)
+
+  def run(v, x, fast_layer):  # One program per layer: eager dispatch is ~20x slower here.
+    m = fast if fast_layer else plain
+    y = m.apply(v, x)
+    grads = jax.grad(lambda v, x: jnp.sum(m.apply(v, x) * c), argnums=(0, 1))(v, x)
+    return y, grads
+
+  run = jax.jit(run, static_argnums=2)
+  (y_fast, (gv_fast, gx_fast)), (y_plain, (gv_plain, gx_plain)) = run(v, x, True), run(v, x, False)
+  close(y_fast, y_plain, 'output')
+  close(gx_fast, gx_plain, 'input gradient')
+  for path, a in jax.tree_util.tree_flatten_with_path(gv_fast)[0]:
+    b = gv_plain
+    for p in path:
+      b = b[p.key]
+    close(a, b, f'gradient of {jax.tree_util.keystr(path)}')
+  return y_plain
+
+
+TRANSPOSE_CASES = {
+    # DCGAN's G layers: 4x4 kernel, stride 2, SAME (doubles the size).
+    'dcgan_4x4_s2_same': dict(features=8, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                              x=(2, 5, 5, 6)),
+    'many_features_4x4_s2_same': dict(features=24, kernel_size=(4, 4), strides=(2, 2),
+                                      padding='SAME', x=(2, 4, 4, 3)),
+    'one_feature_4x4_s2': dict(features=1, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                               x=(2, 6, 6, 5)),
+    'odd_3x3_s2_valid': dict(features=5, kernel_size=(3, 3), strides=(2, 2), padding='VALID',
+                             x=(2, 5, 4, 3)),
+    'stride3_5x5_same': dict(features=4, kernel_size=(5, 5), strides=(3, 3), padding='SAME',
+                             x=(1, 4, 3, 2)),
+    'kernel_smaller_than_stride': dict(features=3, kernel_size=(2, 2), strides=(3, 3),
+                                       padding='VALID', x=(2, 3, 3, 2)),
+    'mixed_strides': dict(features=4, kernel_size=(4, 3), strides=(2, 1), padding='SAME',
+                          x=(2, 5, 6, 3)),
+    'explicit_padding': dict(features=4, kernel_size=(4, 4), strides=(2, 2),
+                             padding=((1, 2), (0, 3)), x=(2, 4, 5, 3)),
+    'transpose_kernel': dict(features=5, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                             transpose_kernel=True, x=(2, 4, 4, 3)),
+    'no_bias_1d': dict(features=3, kernel_size=(4,), strides=(2,), padding='SAME',
+                       use_bias=False, x=(3, 7, 2)),
+    '3d': dict(features=2, kernel_size=(2, 3, 4), strides=(2, 2, 2), padding='SAME',
+               x=(1, 3, 2, 3, 2)),
+    'unbatched': dict(features=3, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                      x=(4, 4, 2)),
+    'stride_1_falls_back': dict(features=3, kernel_size=(3, 3), strides=(1, 1),
+                                padding='SAME', x=(2, 4, 4, 2)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(TRANSPOSE_CASES))
+def test_conv_transpose_equals_flax(name):
+  kw = dict(TRANSPOSE_CASES[name])
+  x_shape = kw.pop('x')
+  y = compare_layers(fast_conv.ConvTranspose(precision=HIGHEST, **kw),
+                     nn.ConvTranspose(precision=HIGHEST, **kw), x_shape)
+  if name == 'dcgan_4x4_s2_same':
+    assert y.shape == (2, 10, 10, 8)
+
+
+CONV_CASES = {
+    # DCGAN's D layers: 4x4 kernel, stride 2, SAME (halves the size).
+    'dcgan_4x4_s2_same': dict(features=8, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                              x=(2, 8, 8, 3)),
+    'few_in_many_out': dict(features=16, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                            x=(2, 8, 8, 1)),
+    'many_in_few_out': dict(features=2, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                            x=(2, 8, 8, 12)),
+    'odd_size_3x3_s2_same': dict(features=4, kernel_size=(3, 3), strides=(2, 2),
+                                 padding='SAME', x=(2, 7, 9, 3)),
+    'valid_5x5_s3': dict(features=4, kernel_size=(5, 5), strides=(3, 3), padding='VALID',
+                         x=(2, 11, 10, 2)),
+    'explicit_padding': dict(features=3, kernel_size=(4, 4), strides=(2, 2),
+                             padding=((2, 0), (1, 3)), x=(2, 9, 8, 2)),
+    'mixed_strides_1d_kernel': dict(features=3, kernel_size=(4, 1), strides=(2, 1),
+                                    padding='SAME', x=(2, 8, 5, 2)),
+    'no_bias_1d': dict(features=3, kernel_size=(4,), strides=(2,), padding='SAME',
+                       use_bias=False, x=(3, 9, 2)),
+    'unbatched': dict(features=3, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                      x=(8, 8, 2)),
+    'stride_1_falls_back': dict(features=3, kernel_size=(3, 3), strides=(1, 1),
+                                padding='SAME', x=(2, 5, 5, 2)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(CONV_CASES))
+def test_conv_equals_flax(name):
+  kw = dict(CONV_CASES[name])
+  x_shape = kw.pop('x')
+  compare_layers(fast_conv.Conv(precision=HIGHEST, **kw), nn.Conv(precision=HIGHEST, **kw),
+                 x_shape)
+
+
+@pytest.mark.parametrize('merge', [True, False])
+def test_input_dilated_conv_both_phase_layouts_equal_lax(merge):
+  """Merged (one conv over the union window) and per-phase layouts, vs lhs_dilation."""
+  x = randn(1, (2, 5, 6, 3))
+  w = randn(2, (4, 3, 3, 7))
+  for strides, pads in [((2, 2), ((2, 2), (1, 1))), ((3, 2), ((0, -1), (2, 3))),
+                        ((2, 3), ((-1, 1), (1, 0)))]:
+    ref = jax.lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides,
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                       precision=HIGHEST)
+    out = jax.jit(lambda x, w: fast_conv.input_dilated_conv(
+        x, w, strides, pads, HIGHEST, merge_phases=merge))(x, w)
+    close(out, ref, f'strides {strides}, padding {pads}')
+
+
+def test_second_order_gradients_equal_flax():
+  """A gradient penalty differentiates D's input-gradient w.r.t. D's parameters: the
+  fast layers' custom backward passes must themselves differentiate correctly."""
+  x = randn(0, (2, 8, 8, 3))
+
+  class D(nn.Module):
+    conv: type
+    conv_t: type
+
+    @nn.compact
+    def __call__(self, x):
+      h = self.conv(6, (4, 4), strides=(2, 2), padding='SAME', precision=HIGHEST)(x)
+      h = jnp.tanh(h)
+      h = self.conv_t(4, (4, 4), strides=(2, 2), padding='SAME', precision=HIGHEST)(h)
+      return jnp.sum(jnp.tanh(h) ** 2, axis=(1, 2, 3))
+
+  fast, plain = D(fast_conv.Conv, fast_conv.ConvTranspose), D(nn.Conv, nn.ConvTranspose)
+  v = jax.jit(plain.init)(jax.random.PRNGKey(1), x)
+
+  def penalty(model, v):  # R1: 0.5 E ||grad_x D(x)||^2
+    gx = jax.grad(lambda x: jnp.sum(model.apply(v, x)))(x)
+    return 0.5 * jnp.mean(jnp.sum(gx ** 2, axis=(1, 2, 3)))
+
+  run = jax.jit(lambda v, m: jax.value_and_grad(lambda v: penalty(m, v))(v), static_argnums=1)
+  (p_fast, g_fast), (p_plain, g_plain) = run(v, fast), run(v, plain)
+  close(p_fast, p_plain, 'penalty')
+  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain)):
+    close(a, b, 'penalty gradient', rtol=1e-4)
+  assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g_plain)) > 1e-3  # not vacuous
+
+
+def test_kernel_gradient_matches_finite_differences():
+  """Independent of any XLA convolution: <dL/dW, V> against a central difference in float64."""
+  with jax.enable_x64(True):
+    x = randn(0, (2, 7, 6, 3), np.float64)
+    w = randn(1, (4, 4, 3, 5), np.float64)
+    direction = randn(2, w.shape, np.float64)
+    for f in (lambda w: fast_conv.strided_conv(x, w, (2, 2), ((1, 2), (1, 1))),
+              lambda w: fast_conv.conv_transpose(x, w, (2, 2), 'SAME')):
+      loss = jax.jit(lambda w, f=f: jnp.sum(jnp.sin(f(w))))
+      eps = 1e-5
+      fd = (loss(w + eps * direction) - loss(w - eps * direction)) / (2 * eps)
+      ad = jnp.vdot(jax.jit(jax.grad(loss))(w), direction)
+      assert float(ad) == pytest.approx(float(fd), rel=1e-7)
+
+
+def test_dcgan_fast_and_plain_compute_the_same_networks():
+  from jaxgen.models import dcgan
+  import ml_collections
+  base = dict(name='dcgan', resolution=16, channels=1, latent_dim=8, g_width=4, d_width=4,
+              spectral_norm=False, compute_dtype='float32')
+  g_f, d_f = dcgan.make_gan(ml_collections.ConfigDict({**base, 'conv_impl': 'fast'}))
+  g_p, d_p = dcgan.make_gan(ml_collections.ConfigDict({**base, 'conv_impl': 'plain'}))
+  z = randn(0, (3, 8))
+  gv = jax.jit(lambda k: g_p.init(k, z, train=False))(jax.random.PRNGKey(1))
+  shapes = jax.eval_shape(lambda k: g_f.init(k, z, train=False), jax.random.PRNGKey(1))
+  assert jax.tree.structure(gv) == jax.tree.structure(shapes)
+  gen = jax.jit(lambda g, v, z: g.apply(v, z, train=False), static_argnums=0)
+  img_f, img_p = gen(g_f, gv, z), gen(g_p, gv, z)
+  np.testing.assert_allclose(img_f, img_p, atol=2e-5)
+  dv = jax.jit(lambda k: d_p.init(k, img_p, train=False))(jax.random.PRNGKey(2))
+  d_grad = jax.jit(jax.grad(lambda d, v, x: jnp.sum(d.apply(v, x, train=False)), argnums=2),
+                   static_argnums=0)
+  gx_f, gx_p = d_grad(d_f, dv, img_p), d_grad(d_p, dv, img_p)
+  close(gx_f, gx_p, 'D input gradient', rtol=1e-4)
+
+
+def test_bad_arguments_are_rejected_with_what_is_accepted():
+  x = jnp.zeros((1, 4, 4, 3))
+  with pytest.raises(ValueError, match="accepted: 'SAME', 'VALID'"):
+    fast_conv.conv_transpose(x, jnp.zeros((4, 4, 3, 2)), (2, 2), 'FULL')
+  with pytest.raises(ValueError, match='Kernel has 5 input features, input has 3'):
+    fast_conv.input_dilated_conv(x, jnp.zeros((4, 4, 5, 2)), (2, 2), ((1, 1), (1, 1)))
+  with pytest.raises(ValueError, match='2 \\(low, high\\) pairs'):
+    fast_conv.input_dilated_conv(x, jnp.zeros((4, 4, 3, 2)), (2, 2), ((1, 1),))
+  with pytest.raises(ValueError, match='empty'):
+    fast_conv.input_dilated_conv(x, jnp.zeros((4, 4, 3, 2)), (2, 2), ((-5, -5), (0, 0)))
