@@ -11,7 +11,7 @@ and writes ``table.md``, ``results.json`` (every run) and ``<dataset>_<method>.p
 scatter plot of samples over the modes per seed) under ``--out``.
 ``--tabulate=dir1,dir2`` prints one table from earlier reports' ``results.json`` files.
 
-Speed: all seeds of a row train together. The lead's ``make_train_step`` (the same step the
+Speed: all seeds of a row train together. ``jaxgen.train.step.make_train_step`` (the step the
 trainer runs) is vmapped over the seed axis and scanned over ``--chunk`` steps in one jitted
 dispatch, so 10 small MLP GANs cost little more than one on a 2-core CPU. Seed s gets the
 same initial state, data stream and per-step keys as

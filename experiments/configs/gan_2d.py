@@ -54,6 +54,10 @@ METHODS = {
     # EMA decay 0.9995, i.e. an average over the last ~2,000 steps).
     'r1_ema_long': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.9995,
                     'batch_size': 256, 'num_steps': 30_000},
+    # r1_ema_long with a wider, deeper G (4 x 256): a continuous G must spend some latent mass
+    # between modes, and a more expressive one can make those transitions steeper.
+    'r1_ema_wide': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.9995,
+                    'batch_size': 256, 'num_steps': 30_000, 'model.g_hidden': (256,) * 4},
     # Spectral normalisation plus R1.
     'sn_r1': {'model.spectral_norm': True, 'penalty.name': 'r1', 'penalty.weight': 0.1},
 }

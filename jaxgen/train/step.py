@@ -117,9 +117,16 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     # keeps each update's m examples spread over the devices.
     real = jnp.swapaxes(images.reshape((m, n_dis, *images.shape[1:])), 0, 1)
     carry = (state.g_params, state.g_state, state.d_params, state.d_state, state.d_opt_state)
-    carry, d_metrics = jax.lax.scan(d_update, carry, (real, d_keys))
+    # No loop: XLA:CPU runs the convolutions of a D update inside a while loop on a slow path
+    # (SN-DCGAN, 32x32 digits, one core: 10 s per step in a loop, 0.6 s as straight code with
+    # n_dis = 1, 1.0 s with n_dis = 2 fully unrolled). A one-step scan with unroll=True still
+    # measured 10 s, so n_dis = 1 calls the update directly.
+    if n_dis == 1:
+      carry, d_metrics = d_update(carry, (real[0], d_keys[0]))
+    else:
+      carry, d_metrics = jax.lax.scan(d_update, carry, (real, d_keys), unroll=True)
+      d_metrics = jax.tree.map(lambda x: x[-1], d_metrics)
     _, g_state, d_params, d_state, d_opt_state = carry
-    d_metrics = jax.tree.map(lambda x: x[-1], d_metrics)
     d_metrics['d_finite'] = jnp.min(d_metrics['d_finite'])
 
     z = _shard_batch_axis(sample_latent(g_key, m, latent_dim, prior))
