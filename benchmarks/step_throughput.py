@@ -215,7 +215,7 @@ def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
   sec = statistics.median(times)
   row = {'model': 'dcgan64', 'impl': 'pytorch' + (' (reuse fake)' if reuse_fake else ''),
          'what': 'pytorch/examples DCGAN-64, eager', 'batch': batch_size,
-         'images_per_step': batch_size, 'resolution': '64x64x3', 'compile_s': 0.0,
+         'images_per_step': batch_size, 'resolution': '64x64x3', 'compile_s': None,
          'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
          'images_per_s': batch_size / sec,
          'params': torch_dcgan.count_params(model.g) + torch_dcgan.count_params(model.d)}

@@ -1,0 +1,27 @@
+"""The step-throughput benchmark runs and writes its results (a smoke test; no timing asserted)."""
+import json
+
+import pytest
+
+from benchmarks import step_throughput
+
+
+def test_benchmark_writes_a_row_per_model(tmp_path):
+  out = str(tmp_path / 'bench')
+  assert step_throughput.main(['--models=vae', '--warmup=0', '--blocks=2', '--steps=1',
+                               '--torch=no', f'--out={out}']) == 0
+  with open(out + '.json') as f:
+    result = json.load(f)
+  (row,) = result['rows']
+  assert row['model'] == 'vae' and row['impl'] == 'jaxgen'
+  assert row['ms_min'] <= row['ms_per_step'] <= row['ms_max']
+  assert row['images_per_s'] == pytest.approx(row['images_per_step'] / row['ms_per_step'] * 1e3)
+  assert row['gflop_per_step'] > 0 and row['params'] > 0
+  assert result['machine']['jax_backend'] == 'cpu'
+  assert '| vae | jaxgen |' in open(out + '.md').read()
+
+
+def test_unknown_model_is_refused_with_the_accepted_names(capsys):
+  with pytest.raises(SystemExit):
+    step_throughput.main(['--models=stylegan9', '--torch=no'])
+  assert 'accepted: mlp_gan' in capsys.readouterr().err
