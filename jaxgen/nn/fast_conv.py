@@ -429,6 +429,20 @@ def _restore_batch(y, batch_shape):
   return y.reshape(batch_shape + y.shape[1:])
 
 
+def _kernel_and_strides(layer):
+  """(kernel_size, strides) of a flax conv layer as tuples of one int per spatial dim."""
+  kernel_size = ((layer.kernel_size,) if isinstance(layer.kernel_size, int)
+                 else tuple(layer.kernel_size))
+  return kernel_size, _as_tuple(layer.strides, len(kernel_size), 'strides')
+
+
+def _finish(y, bias, batch_shape):
+  """Adds the bias (if any) and restores the caller's batch dimensions."""
+  if bias is not None:
+    y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+  return _restore_batch(y, batch_shape)
+
+
 class ConvTranspose(nn.ConvTranspose):
   """``flax.linen.ConvTranspose`` computed by phase decomposition when strided.
 
@@ -439,10 +453,8 @@ class ConvTranspose(nn.ConvTranspose):
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
-    kernel_size = ((self.kernel_size,) if isinstance(self.kernel_size, int)
-                   else tuple(self.kernel_size))
+    kernel_size, strides = _kernel_and_strides(self)
     nd = len(kernel_size)
-    strides = _as_tuple(self.strides, nd, 'strides')
     dilation = _as_tuple(self.kernel_dilation, nd, 'kernel_dilation')
     padding = self.padding
     if (all(s == 1 for s in strides) or any(d != 1 for d in dilation)
@@ -461,9 +473,7 @@ class ConvTranspose(nn.ConvTranspose):
     y = conv_transpose(inputs, kernel, strides, padding,
                        transpose_kernel=self.transpose_kernel, precision=self.precision,
                        preferred_element_type=self.preferred_element_type)
-    if bias is not None:
-      y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
-    return _restore_batch(y, batch_shape)
+    return _finish(y, bias, batch_shape)
 
 
 class Conv(nn.Conv):
@@ -477,10 +487,8 @@ class Conv(nn.Conv):
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
-    kernel_size = ((self.kernel_size,) if isinstance(self.kernel_size, int)
-                   else tuple(self.kernel_size))
+    kernel_size, strides = _kernel_and_strides(self)
     nd = len(kernel_size)
-    strides = _as_tuple(self.strides, nd, 'strides')
     plain = (all(s == 1 for s in strides)
              or any(d != 1 for d in _as_tuple(self.input_dilation, nd, 'input_dilation'))
              or any(d != 1 for d in _as_tuple(self.kernel_dilation, nd, 'kernel_dilation'))
@@ -501,6 +509,4 @@ class Conv(nn.Conv):
       padding = lax.padtype_to_pads(inputs.shape[1:-1], kernel_size, strides, padding)
     padding = tuple((int(a), int(b)) for a, b in padding)
     y = strided_conv(inputs, kernel, strides, padding, self.precision)
-    if bias is not None:
-      y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
-    return _restore_batch(y, batch_shape)
+    return _finish(y, bias, batch_shape)
