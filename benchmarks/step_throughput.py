@@ -134,7 +134,6 @@ def _memory(compiled) -> dict:
 def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) -> dict:
   """Compile and time one model's train step; returns one result row."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   config = get_config(name, batch_size)
   kind = MODELS[name][0]
   rng = np.random.default_rng(0)
@@ -179,7 +178,6 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
          'gflop_per_s': flops / sec / 1e9,
          'params': int(sum(x.size for x in jax.tree.leaves(_params(holder[0]))))}
   row.update(_memory(compiled))
-  del jnp
   return row
 
 

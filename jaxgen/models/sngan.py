@@ -61,11 +61,11 @@ class Generator(nn.Module):
     for _ in range(3):
       feats //= 2
       x = _sn(conv_t(feats, (4, 4), strides=(2, 2), padding='SAME', use_bias=False,
-                               kernel_init=init_normal, dtype=self.dtype), x,
+                     kernel_init=init_normal, dtype=self.dtype), x,
               self.spectral_norm, train)
       x = bn_relu(x)
     x = _sn(conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init_normal,
-                    dtype=self.dtype), x, self.spectral_norm, train)
+                 dtype=self.dtype), x, self.spectral_norm, train)
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -86,7 +86,7 @@ class Discriminator(nn.Module):
     x = x.astype(self.dtype)
     for k, s, f in layers:
       conv = conv_cls(f, (k, k), strides=(s, s), padding=((1, 1), (1, 1)),
-                     kernel_init=init_normal, dtype=self.dtype)
+                      kernel_init=init_normal, dtype=self.dtype)
       x = nn.leaky_relu(_sn(conv, x, self.spectral_norm, train), self.leaky_slope)
     x = x.reshape((x.shape[0], -1))
     x = _sn(nn.Dense(1, kernel_init=init_normal, dtype=self.dtype), x, self.spectral_norm, train)
