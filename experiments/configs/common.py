@@ -14,7 +14,11 @@ def gan_defaults() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(name='non_saturating'))
   c.penalty = ml_collections.ConfigDict(dict(name='none', weight=0.0))
   c.weight_clip = 0.0
-  c.optimizer = ml_collections.ConfigDict(dict(g_lr=2e-4, d_lr=2e-4, b1=0.5, b2=0.999))
+  # schedule: constant | linear | cosine decay to final_lr_frac * lr, starting after
+  # decay_start_frac of the steps (jaxgen.train.state.learning_rate).
+  c.optimizer = ml_collections.ConfigDict(dict(g_lr=2e-4, d_lr=2e-4, b1=0.5, b2=0.999,
+                                               schedule='constant', decay_start_frac=0.0,
+                                               final_lr_frac=0.0))
   c.n_dis = 1                # k discriminator updates per generator update.
   c.d_joint_batch = False    # one D pass on concat(real, fake) instead of two.
   c.batch_size = 64          # global batch (m) per D/G update, across all devices/processes.

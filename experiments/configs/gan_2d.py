@@ -50,7 +50,7 @@ METHODS = {
     'r1': {'penalty.name': 'r1', 'penalty.weight': 0.1},
     # R1 and an EMA of G's weights (decay 0.999) for sampling.
     'r1_ema': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.999},
-    # jaxgen's best configuration: R1 + EMA with a larger batch and budget (256 x 30,000 steps;
+    # R1 + EMA with a larger batch and budget (256 x 30,000 steps;
     # EMA decay 0.9995, i.e. an average over the last ~2,000 steps).
     'r1_ema_long': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.9995,
                     'batch_size': 256, 'num_steps': 30_000},
@@ -58,6 +58,12 @@ METHODS = {
     # between modes, and a more expressive one can make those transitions steeper.
     'r1_ema_wide': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.9995,
                     'batch_size': 256, 'num_steps': 30_000, 'model.g_hidden': (256,) * 4},
+    # jaxgen's best configuration: r1_ema_long with both learning rates held for the first
+    # half of training and then decayed linearly to 0: the late, small steps sharpen G's
+    # transitions between modes (fewer samples on the bridges between them).
+    'r1_ema_decay': {'penalty.name': 'r1', 'penalty.weight': 0.1, 'ema_decay': 0.9995,
+                     'batch_size': 256, 'num_steps': 30_000, 'optimizer.schedule': 'linear',
+                     'optimizer.decay_start_frac': 0.5, 'optimizer.final_lr_frac': 0.0},
     # Spectral normalisation plus R1.
     'sn_r1': {'model.spectral_norm': True, 'penalty.name': 'r1', 'penalty.weight': 0.1},
 }

@@ -26,10 +26,49 @@ class GANState:
   data_offset: jax.Array
 
 
-def make_optimizers(opt_config):
-  """Adam for G and D (learning rate, beta1, beta2 from the config)."""
-  g = optax.adam(opt_config.g_lr, b1=opt_config.b1, b2=opt_config.b2)
-  d = optax.adam(opt_config.d_lr, b1=opt_config.b1, b2=opt_config.b2)
+LR_SCHEDULES = ('constant', 'linear', 'cosine')
+
+
+def learning_rate(base_lr: float, opt_config, num_updates: int):
+  """``base_lr`` or a decaying optax schedule over ``num_updates`` optimizer updates.
+
+  ``opt_config.schedule``: 'constant' (default), or 'linear' / 'cosine' decay that holds
+  ``base_lr`` for the first ``decay_start_frac`` of the updates and then decays to
+  ``final_lr_frac * base_lr`` at update ``num_updates`` (and stays there).
+  """
+  schedule = opt_config.get('schedule', 'constant')
+  if schedule not in LR_SCHEDULES:
+    raise ValueError(f'Unknown optimizer.schedule {schedule!r}; accepted: '
+                     f'{", ".join(LR_SCHEDULES)}.')
+  if schedule == 'constant':
+    return base_lr
+  start_frac = opt_config.get('decay_start_frac', 0.0)
+  final_frac = opt_config.get('final_lr_frac', 0.0)
+  if not 0.0 <= start_frac < 1.0:
+    raise ValueError(f'optimizer.decay_start_frac must be in [0, 1); got {start_frac!r}.')
+  if not 0.0 <= final_frac <= 1.0:
+    raise ValueError(f'optimizer.final_lr_frac must be in [0, 1]; got {final_frac!r}.')
+  start = int(start_frac * num_updates)
+  length = max(num_updates - start, 1)
+  if schedule == 'linear':
+    return optax.linear_schedule(base_lr, base_lr * final_frac, length, transition_begin=start)
+  decay = optax.cosine_decay_schedule(base_lr, length, alpha=final_frac)
+  return optax.join_schedules([optax.constant_schedule(base_lr), decay], [start])
+
+
+def make_optimizers(opt_config, num_steps: int = 0, n_dis: int = 1):
+  """Adam for G and D (learning rate, beta1, beta2 from the config).
+
+  With a decaying ``opt_config.schedule`` the learning rates follow it over ``num_steps``
+  generator updates and ``num_steps * n_dis`` discriminator updates.
+  """
+  schedule = opt_config.get('schedule', 'constant')
+  if schedule != 'constant' and num_steps <= 0:
+    raise ValueError(f'optimizer.schedule={schedule!r} needs the number of train steps.')
+  g_lr = learning_rate(opt_config.g_lr, opt_config, num_steps)
+  d_lr = learning_rate(opt_config.d_lr, opt_config, num_steps * n_dis)
+  g = optax.adam(g_lr, b1=opt_config.b1, b2=opt_config.b2)
+  d = optax.adam(d_lr, b1=opt_config.b1, b2=opt_config.b2)
   return g, d
 
 

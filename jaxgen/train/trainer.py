@@ -37,7 +37,8 @@ CONFIG_FILE = 'config.json'
 DIVERGENCE_POLICIES = ('stop', 'skip', 'rollback')
 # Config entries that decide the shapes of the saved state: a checkpoint written under other
 # values cannot be restored.
-STRUCTURAL_KEYS = ('model', 'data.resolution', 'data.channels', 'ema_decay_enabled')
+STRUCTURAL_KEYS = ('model', 'data.resolution', 'data.channels', 'ema_decay_enabled',
+                   'lr_schedule_enabled')
 
 
 class DivergenceError(RuntimeError):
@@ -62,6 +63,7 @@ def validate_config(config) -> None:
   positive('n_dis', config.n_dis, int)
   positive('optimizer.g_lr', config.optimizer.g_lr)
   positive('optimizer.d_lr', config.optimizer.d_lr)
+  state_lib.learning_rate(1.0, config.optimizer, config.num_steps)  # Checks the schedule.
   for b in ('b1', 'b2'):
     v = config.optimizer[b]
     if not 0.0 <= v < 1.0:
@@ -103,7 +105,9 @@ def _structure(config) -> dict:
   flat = {'model': config.model.to_dict(),
           'data.resolution': config.data.get('resolution'),
           'data.channels': config.data.get('channels'),
-          'ema_decay_enabled': config.ema_decay > 0}
+          'ema_decay_enabled': config.ema_decay > 0,
+          # A decaying schedule adds a step count to both optimizers' states.
+          'lr_schedule_enabled': config.optimizer.get('schedule', 'constant') != 'constant'}
   return json.loads(json.dumps(flat))
 
 
@@ -173,7 +177,7 @@ def sampling_vars(state):
 def build(config):
   """Model, optimizers, a state initialiser (call it under jit) and the data shape."""
   generator, discriminator = models.get_gan(config.model)
-  g_tx, d_tx = state_lib.make_optimizers(config.optimizer)
+  g_tx, d_tx = state_lib.make_optimizers(config.optimizer, config.num_steps, config.n_dis)
   if config.data.name in pipeline.TOY2D:
     data_shape = (2,)
   else:
