@@ -74,7 +74,7 @@ def machine_info() -> dict:
                           else os.cpu_count(),
           'jax_backend': jax.default_backend(), 'device': dev.device_kind,
           'device_count': jax.device_count(), 'python': platform.python_version(),
-          'jax': jax.__version__}
+          'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', '')}
   import jaxlib  # pylint: disable=g-import-not-at-top
   info['jaxlib'] = jaxlib.__version__
   try:
@@ -229,7 +229,8 @@ def _fmt(v, spec):
 def format_table(rows, info, ratios) -> str:
   lines = [f'Measured {info["date"]} on {info["cpu"]} ({info["usable_cores"]} usable cores), '
            f'JAX {info["jax"]} backend {info["jax_backend"]} ({info["device"]}), '
-           f'PyTorch {info["torch"] or "not installed"}.', '',
+           f'PyTorch {info["torch"] or "not installed"}, '
+           f'XLA_FLAGS={info.get("xla_flags") or "(none)"}.', '',
            '| model | impl | batch | compile (s) | ms/step (min-max) | images/s | GFLOP/step '
            '| GFLOP/s | memory (MiB) | params |',
            '|---|---|---|---|---|---|---|---|---|---|']
@@ -279,6 +280,8 @@ def main(argv=None):
     except ImportError:
       print('PyTorch not installed: its DCGAN-64 is not timed (pip install torch==2.13.0).')
 
+  from jaxgen import cpu_flags  # pylint: disable=g-import-not-at-top
+  cpu_flags.configure()  # The XLA:CPU flags the launchers set, before JAX starts.
   import jax  # pylint: disable=g-import-not-at-top
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   info = machine_info()

@@ -17,6 +17,8 @@ def run(default_config: str, train_fn_path: str = 'jaxgen.train.trainer:train_an
   distributed.define_flags(flags)  # --coordinator_address, --num_processes, --process_id.
 
   def main(argv):
+    from jaxgen import cpu_flags  # pylint: disable=g-import-not-at-top
+    cpu_flags.configure()  # XLA:CPU flags, before anything starts a JAX backend.
     if len(argv) > 1:
       raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     import importlib  # pylint: disable=g-import-not-at-top

@@ -17,6 +17,12 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 
+# The XLA:CPU flags jaxgen's launchers set (jaxgen.cpu_flags), so the suite runs what users run;
+# subprocesses started by the tests inherit them.
+from jaxgen import cpu_flags  # pylint: disable=wrong-import-position
+
+cpu_flags.configure()
+
 
 @pytest.fixture(scope='session')
 def tfds_dir(tmp_path_factory):

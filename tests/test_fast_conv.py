@@ -89,6 +89,18 @@ TRANSPOSE_CASES = {
                       x=(4, 4, 2)),
     'stride_1_falls_back': dict(features=3, kernel_size=(3, 3), strides=(1, 1),
                                 padding='SAME', x=(2, 4, 4, 2)),
+    # DCGAN's first G layer, z (1x1) -> 4x4: one matrix product.
+    'single_position_valid': dict(features=6, kernel_size=(4, 4), padding='VALID',
+                                  x=(3, 1, 1, 5)),
+    'single_position_transpose_kernel': dict(features=4, kernel_size=(3, 2), padding='VALID',
+                                             transpose_kernel=True, x=(2, 1, 1, 3)),
+    'single_position_3d_two_batch_dims': dict(features=2, kernel_size=(2, 3, 2),
+                                              padding='VALID', use_bias=False,
+                                              x=(2, 3, 1, 1, 1, 4)),
+    'single_position_unbatched': dict(features=3, kernel_size=(4, 4), padding='VALID',
+                                      x=(1, 1, 2)),
+    'single_position_same_falls_back': dict(features=3, kernel_size=(4, 4), padding='SAME',
+                                            x=(2, 1, 1, 2)),
 }
 
 
@@ -227,3 +239,16 @@ def test_bad_arguments_are_rejected_with_what_is_accepted():
     fast_conv.input_dilated_conv(x, jnp.zeros((4, 4, 3, 2)), (2, 2), ((1, 1),))
   with pytest.raises(ValueError, match='empty'):
     fast_conv.input_dilated_conv(x, jnp.zeros((4, 4, 3, 2)), (2, 2), ((-5, -5), (0, 0)))
+
+
+def test_single_position_layer_is_one_matrix_product():
+  """The 1x1-input layer compiles to a dot, never a convolution (the point of the path)."""
+  layer = fast_conv.ConvTranspose(8, (4, 4), padding='VALID', use_bias=False)
+  x = randn(0, (4, 1, 1, 10))
+  v = layer.init(jax.random.PRNGKey(0), x)
+  hlo = jax.jit(layer.apply).lower(v, x).as_text()
+  assert 'convolution' not in hlo and 'dot_general' in hlo
+  # Output position o meets kernel tap k - 1 - o only: y = x . flip(W), checked in numpy.
+  w = np.asarray(v['params']['kernel'], np.float64)
+  want = np.einsum('nc,hwcf->nhwf', x[:, 0, 0].astype(np.float64), w[::-1, ::-1])
+  close(layer.apply(v, x), want, 'y')

@@ -59,8 +59,8 @@ class Generator(nn.Module):
     n_up = int(math.log2(self.resolution)) - 2
     x = z.reshape((z.shape[0], 1, 1, z.shape[-1])).astype(self.dtype)
     feats = self.width * 2 ** (n_up - 1)
-    x = nn.ConvTranspose(feats, (4, 4), padding='VALID', use_bias=False,
-                         kernel_init=init_normal, dtype=self.dtype)(x)
+    x = conv_t(feats, (4, 4), padding='VALID', use_bias=False,
+               kernel_init=init_normal, dtype=self.dtype)(x)
     x = nn.relu(_batch_norm(train, dtype=self.dtype)(x))
     for i in range(n_up):
       last = i == n_up - 1
