@@ -2,20 +2,21 @@
 
 jaxlib 0.10 hands every convolution on CPU to YNNPACK (the ``individual_convolution``
 entry of ``--xla_cpu_experimental_ynn_fusion_type``). For the convolutions of jaxgen's
-GANs its kernels are slower than XLA's own (Eigen) ones, measured on a 2-core AMD EPYC
-(AVX2), batch 64, 4x4 stride-2 layers of DCGAN-64 (``/tmp``-free script in the README's
-benchmark section):
+GANs its kernels are slower than XLA's own (Eigen) ones. Measured with
+``python -m benchmarks.conv_layers [--no-jaxgen_flags]`` on a 2-core AMD EPYC (AVX2),
+batch 64, the 4x4 stride-2 layers of DCGAN-64:
 
-=================================  ===========  ==================
-layer (forward, kernel-gradient)   YNNPACK      XLA's own
-=================================  ===========  ==================
-32x32 -> 16x16, 64 -> 128          45 / 146 ms  33 / 49 ms
-16x16 -> 8x8, 128 -> 256           47 / 71 ms   31 / 39 ms
-8x8 -> 4x4, 256 -> 512             55 / 59 ms   37 / 41 ms
-=================================  ===========  ==================
+=================================  =====================  =====================
+layer: forward / kernel-gradient   YNNPACK (XLA default)  XLA's own (this flag)
+=================================  =====================  =====================
+32x32 -> 16x16, 64 -> 128          47.8 / 206.9 ms        43.9 / 68.1 ms
+16x16 -> 8x8, 128 -> 256           49.7 / 72.5 ms         42.9 / 45.3 ms
+8x8 -> 4x4, 256 -> 512             67.9 / 63.1 ms         41.3 / 42.9 ms
+=================================  =====================  =====================
 
-and the whole DCGAN-64 train step went from 2.70 s to 1.90 s (``benchmarks.step_throughput``).
-So :func:`configure` removes convolutions from YNNPACK's share (its dots and elementwise
+and the whole DCGAN-64 train step went from 3.07 s to 2.00 s
+(``python -m benchmarks.step_throughput --models=dcgan64``, with ``JAXGEN_XLA_CPU_FLAGS=0``
+and without). So :func:`configure` removes convolutions from YNNPACK's share (its dots and elementwise
 fusions stay). It only edits ``XLA_FLAGS`` in this process's environment, only if JAX has
 not started a backend yet (flags are read once, when the CPU client is created), only on
 jaxlib versions where the flag exists, and never overrides a value the user set: an

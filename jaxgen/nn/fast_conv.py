@@ -51,10 +51,11 @@ MERGE_PHASES_MAX_FEATURES = 16
 # Kernel-gradients of strided convolutions whose output grid has at most this many positions
 # are left to XLA's own convolution; larger grids use the space-to-depth matrix product of
 # ``_strided_kernel_grad``. Measured with ``python -m benchmarks.conv_layers`` (2 CPU cores,
-# batch 64, jaxgen.cpu_flags applied): XLA's kernel-gradient is faster for the 16x16 and
-# smaller grids of DCGAN-64 (e.g. 16x16 -> 8x8, 128 -> 256: 39 ms vs 68 ms), and inside the
-# whole train step a threshold of 256 measured 1.84 s/step against 1.86 s at 64, 2.17 s at 0
-# (always space-to-depth) and 1.95 s with no limit (XLA's for the 32x32 -> 16x16 layers too).
+# batch 64, jaxgen.cpu_flags applied): XLA's kernel-gradient is the faster one for DCGAN-64's
+# 16x16 and smaller output grids (32x32 -> 16x16, 64 -> 128: 68 ms vs 100 ms; 8x8 -> 4x4,
+# 256 -> 512: 43 ms vs 93 ms), and inside the whole train step a threshold of 256 measured
+# 1.84 s/step against 1.86 s at 64, 2.17 s at 0 (always space-to-depth) and 1.95 s with no
+# limit (XLA's also for the 64x64 -> 32x32 layer, where it is slow).
 KERNEL_GRAD_XLA_MAX_POSITIONS = 256
 
 
