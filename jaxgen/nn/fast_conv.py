@@ -474,8 +474,8 @@ def single_position_conv_transpose(x: Array, w: Array, precision=None, *,
   x: (N, 1, ..., 1, C), w: (*kernel, C, F) -> (N, *kernel, F). Each output position o only
   meets kernel tap k - 1 - o, so the layer is one matrix product with the flipped kernel
   (DCGAN's first generator layer, z -> 4x4). XLA computes it as a convolution of the input
-  padded to 2k - 1 positions per dimension: k**n times the arithmetic (measured on 2 CPU
-  cores, batch 64, 100 -> 4x4x512: 33 ms per pass as a convolution).
+  padded to 2k - 1 positions per dimension: k**n times the arithmetic (in a profile of the
+  DCGAN-64 step on one CPU core, batch 64, 100 -> 4x4x512: 33 ms per pass as a convolution).
   """
   nd = x.ndim - 2
   if any(n != 1 for n in x.shape[1:-1]):
