@@ -16,10 +16,10 @@ layer: forward / kernel-gradient   YNNPACK (XLA default)  XLA's own (this flag)
 
 and the whole DCGAN-64 train step went from 3.07 s to 2.00 s
 (``python -m benchmarks.step_throughput --models=dcgan64``, with ``JAXGEN_XLA_CPU_FLAGS=0``
-and without). So :func:`configure` removes convolutions from YNNPACK's share (its dots and elementwise
-fusions stay). It only edits ``XLA_FLAGS`` in this process's environment, only if JAX has
-not started a backend yet (flags are read once, when the CPU client is created), only on
-jaxlib versions where the flag exists, and never overrides a value the user set: an
+and without). So :func:`configure` removes convolutions from YNNPACK's share (its dots and
+elementwise fusions stay). It only edits ``XLA_FLAGS`` in this process's environment, only
+if JAX has not started a backend yet (flags are read once, when the CPU client is created),
+only on jaxlib versions where the flag exists, and never overrides a value the user set: an
 ``XLA_FLAGS`` that already names ``--xla_cpu_experimental_ynn_fusion_type`` is left as it
 is, and ``JAXGEN_XLA_CPU_FLAGS=0`` turns the whole thing off. GPU and TPU backends ignore
 the flag.

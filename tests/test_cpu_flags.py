@@ -29,7 +29,10 @@ def test_configure_in_a_fresh_process_reaches_xla():
           'print(cpu_flags.configure())\n'
           'import jax, jax.numpy as jnp\n'
           'x = jnp.ones((1, 5, 2))\n'
-          'print(float(jax.lax.conv_general_dilated(x, jnp.ones((3, 2, 4)), (1,), "VALID", dimension_numbers=("NHC", "HIO", "NHC")).sum()))\n'
+          'dn = ("NHC", "HIO", "NHC")\n'
+          'w = jnp.ones((3, 2, 4))\n'
+          'y = jax.lax.conv_general_dilated(x, w, (1,), "VALID", dimension_numbers=dn)\n'
+          'print(float(y.sum()))\n'
           'print(os.environ.get("XLA_FLAGS", ""))\n'
           'print(cpu_flags.configure())\n')
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', cpu_flags.OPT_OUT_ENV)}

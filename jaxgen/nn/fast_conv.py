@@ -503,8 +503,8 @@ class ConvTranspose(nn.ConvTranspose):
     dilation = _as_tuple(self.kernel_dilation, nd, 'kernel_dilation')
     padding = self.padding
     strided = any(s != 1 for s in strides)
-    single = (not strided and isinstance(padding, str) and padding == 'VALID'
-              and inputs.ndim >= nd + 1 and all(n == 1 for n in inputs.shape[-nd - 1:-1]))
+    single = (not strided and padding == 'VALID' and inputs.ndim >= nd + 1
+              and all(n == 1 for n in inputs.shape[-nd - 1:-1]))
     if (not (strided or single) or any(d != 1 for d in dilation)
         or padding == 'CIRCULAR' or self.mask is not None):
       return super().__call__(inputs)
