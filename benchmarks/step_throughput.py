@@ -137,20 +137,18 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
   config = get_config(name, batch_size)
   kind = MODELS[name][0]
   rng = np.random.default_rng(0)
-  if kind in GAN_CONFIGS:
-    from jaxgen.train import step as step_lib, trainer  # pylint: disable=g-import-not-at-top
-    g, d, g_tx, d_tx, init, shape = trainer.build(config)
-    train_step = step_lib.make_train_step(config, g, d, g_tx, d_tx)
-    per_step = config.batch_size * config.n_dis
-    batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32)}
-  else:
-    from jaxgen.train import vae_trainer  # pylint: disable=g-import-not-at-top
-    model, tx, init, shape = _vae_parts(config)
-    train_step = vae_trainer.make_train_step(config, model, tx)
-    per_step = config.batch_size
-    batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32),
-             'label': rng.integers(0, 10, size=(per_step,)).astype(np.int32)}
-  state = jax.jit(init)()
+  del kind
+  from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import base  # pylint: disable=g-import-not-at-top
+  config, module = loop.prepare(config)
+  family = module.build(config, with_data=False)
+  shape = base.data_shape(config)
+  per_step = family.examples_per_step
+  batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32),
+           'label': rng.integers(0, 10, size=(per_step,)).astype(np.int32)}
+  batch = {k: batch[k] for k in family.batch_keys}
+  train_step = family.train_step
+  state = jax.jit(lambda: family.init(jax.random.PRNGKey(config.seed)))()
   batch = jax.device_put(batch)
   step = jax.jit(train_step, donate_argnums=0)
   t0 = time.perf_counter()
@@ -176,21 +174,10 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
          'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
          'images_per_s': per_step / sec, 'gflop_per_step': flops / 1e9,
          'gflop_per_s': flops / sec / 1e9,
-         'params': int(sum(x.size for x in jax.tree.leaves(_params(holder[0]))))}
+         'params': int(sum(x.size for n in holder[0].nets.values()
+                           for x in jax.tree.leaves(n['params'])))}
   row.update(_memory(compiled))
   return row
-
-
-def _params(state):
-  if hasattr(state, 'g_params'):
-    return (state.g_params, state.d_params)
-  return state.params
-
-
-def _vae_parts(config):
-  from jaxgen.train import vae_trainer  # pylint: disable=g-import-not-at-top
-  model, tx, shape = vae_trainer.build(config, steps_per_epoch=100)
-  return model, tx, lambda: vae_trainer.init_state(config, model, tx, shape), shape
 
 
 def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,

@@ -6,4 +6,4 @@ Then ``python -m jaxgen.vae_tools generate --workdir=runs/cvae --label=3`` (a ch
 from experiments import launch
 
 if __name__ == '__main__':
-  launch.run('experiments/configs/cvae.py', 'jaxgen.train.vae_trainer:train_and_evaluate')
+  launch.run('experiments/configs/cvae.py')

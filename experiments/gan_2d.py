@@ -3,7 +3,7 @@
   python -m experiments.gan_2d --config=experiments/configs/gan_2d.py:ring,sn_hinge \
       --workdir=runs/ring_sn_hinge [--config.seed=3 --config.num_steps=5000 ...]
 
-Training is jaxgen's ordinary trainer (checkpoints, resume, metrics.jsonl, TensorBoard).
+Training is jaxgen's engine (checkpoints, resume, metrics.jsonl, TensorBoard).
 Afterwards 2,500 points are drawn from the final generator (its EMA when ``ema_decay > 0``)
 and scored with :mod:`jaxgen.metrics.mode_coverage`; the scores go to
 ``workdir/mode_coverage.json`` and a scatter plot of the samples over the modes (3-std circles)
@@ -23,9 +23,9 @@ EVAL_SEED_OFFSET = 1_000_003  # z for evaluation never reuses a training key.
 def sample_points(config, generator, g_vars, num: int, seed: int) -> np.ndarray:
   """``num`` points from the generator in evaluation mode, z from ``seed``."""
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  z = state_lib.sample_latent(jax.random.PRNGKey(seed + EVAL_SEED_OFFSET), num,
-                              config.model.latent_dim, config.model.get('latent_prior', 'normal'))
+  from jaxgen.families import gan  # pylint: disable=g-import-not-at-top
+  z = gan.sample_latent(jax.random.PRNGKey(seed + EVAL_SEED_OFFSET), num,
+                        config.model.latent_dim, config.model.latent_prior)
   return np.asarray(jax.jit(lambda v, z: generator.apply(v, z, train=False))(g_vars, z))
 
 
@@ -100,17 +100,19 @@ def describe(result) -> str:
 
 
 def train_and_report(config, workdir: str):
-  """Trains with :func:`jaxgen.train.trainer.train_and_evaluate`, then scores and plots."""
-  from jaxgen import models  # pylint: disable=g-import-not-at-top
+  """Trains with :func:`jaxgen.engine.loop.train_and_evaluate`, then scores and plots."""
+  from jaxgen import images, models  # pylint: disable=g-import-not-at-top
   from jaxgen.data import pipeline  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import images, trainer  # pylint: disable=g-import-not-at-top
+  from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import base  # pylint: disable=g-import-not-at-top
   if config.data.name not in pipeline.TOY2D:
     raise ValueError(f'gan_2d trains on 2-D mixtures ({", ".join(pipeline.TOY2D)}); got '
                      f'data.name={config.data.name!r}.')
-  state = trainer.train_and_evaluate(config, workdir)
+  state = loop.train_and_evaluate(config, workdir)
   generator, _ = models.get_gan(config.model)
   num = config.get('num_eval_samples', NUM_EVAL_SAMPLES)
-  samples = sample_points(config, generator, trainer.sampling_vars(state), num, config.seed)
+  samples = sample_points(config, generator, base.variables(state.nets['g'], use_ema=True), num,
+                          config.seed)
   result = score(config, samples)
   out = dict(result_dict(result, samples), step=int(state.step), seed=config.seed,
              dataset=config.data.name, method=config.get('method', 'custom'))

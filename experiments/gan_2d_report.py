@@ -11,8 +11,8 @@ and writes ``table.md``, ``results.json`` (every run) and ``<dataset>_<method>.p
 scatter plot of samples over the modes per seed) under ``--out``.
 ``--tabulate=dir1,dir2`` prints one table from earlier reports' ``results.json`` files.
 
-Speed: all seeds of a row train together. ``jaxgen.train.step.make_train_step`` (the step the
-trainer runs) is vmapped over the seed axis and scanned over ``--chunk`` steps in one jitted
+Speed: all seeds of a row train together. The GAN family's train step (the step the
+engine runs) is vmapped over the seed axis and scanned over ``--chunk`` steps in one jitted
 dispatch, so 10 small MLP GANs cost little more than one on a 2-core CPU. Seed s gets the
 same initial state, data stream and per-step keys as
 ``python -m experiments.gan_2d --config=...:<dataset>,<method> --config.seed=s``.
@@ -67,17 +67,14 @@ def train_seeds(config, seeds, *, chunk: int = 1000, log=print):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jaxgen.data import toy2d  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import state as state_lib, step as step_lib, trainer  # pylint: disable=g-import-not-at-top
+  from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
 
-  trainer.validate_config(config)
-  generator, discriminator, g_tx, d_tx, _, data_shape = trainer.build(config)
-  states = []
-  for s in seeds:
-    cfg = config.copy_and_resolve_references()
-    cfg.seed = int(s)
-    states.append(state_lib.init_state(cfg, generator, discriminator, g_tx, d_tx, data_shape))
+  config, module = loop.prepare(config)
+  family = module.build(config)
+  states = [family.init(jax.random.PRNGKey(int(s))) for s in seeds]
   states = jax.tree.map(lambda *x: jnp.stack(x), *states)
-  train_step = step_lib.make_train_step(config, generator, discriminator, g_tx, d_tx)
+  # The engine's step (its divergence policy included), vmapped over the seeds.
+  train_step = loop.with_divergence_policy(family.train_step, config.divergence_policy)
 
   @jax.jit
   def run_chunk(states, images):  # images: [chunk, seeds, n_dis * batch, 2]
@@ -119,12 +116,13 @@ def evaluate_seeds(config, states, seeds, num_samples: int = 2500):
   import jax  # pylint: disable=g-import-not-at-top
   from experiments import gan_2d  # pylint: disable=g-import-not-at-top
   from jaxgen import models  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import base  # pylint: disable=g-import-not-at-top
   generator, _ = models.get_gan(config.model)
   records, all_samples, results = [], [], []
   for i, s in enumerate(seeds):
     state = jax.tree.map(lambda x, i=i: x[i], states)
-    samples = gan_2d.sample_points(config, generator, trainer.sampling_vars(state), num_samples,
+    samples = gan_2d.sample_points(config, generator,
+                                   base.variables(state.nets['g'], use_ema=True), num_samples,
                                    int(s))
     result = gan_2d.score(config, samples)
     records.append(dict(gan_2d.result_dict(result, samples), seed=int(s)))
@@ -165,7 +163,7 @@ def format_table(rows) -> str:
 
 def scatter_grid(config, all_samples, results, seeds, size: int = 240):
   from experiments import gan_2d  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import images  # pylint: disable=g-import-not-at-top
+  from jaxgen import images  # pylint: disable=g-import-not-at-top
   tiles = []
   for s, samples, result in zip(seeds, all_samples, results):
     if result is None:
@@ -179,7 +177,7 @@ def scatter_grid(config, all_samples, results, seeds, size: int = 240):
 
 def run_report(datasets, methods, seeds, out_dir, overrides=(), chunk=1000, log=print):
   """Trains and scores every (dataset, method); writes the outputs; returns the table text."""
-  from jaxgen.train import images  # pylint: disable=g-import-not-at-top
+  from jaxgen import images  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   train_log, log = log, log or (lambda *_: None)
   rows, runs = [], []

@@ -7,7 +7,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 
-def run(default_config: str, train_fn_path: str = 'jaxgen.train.trainer:train_and_evaluate'):
+def run(default_config: str, train_fn_path: str = 'jaxgen.engine.loop:train_and_evaluate'):
   """Parses flags and calls ``train_fn(config, workdir)``; errors become one clear line."""
   config_flags.DEFINE_config_file('config', default_config, 'Experiment config (path[:variant]).',
                                   lock_config=True)

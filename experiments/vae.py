@@ -6,4 +6,4 @@ figures/ into the workdir; ``python -m jaxgen.vae_tools`` makes more figures fro
 from experiments import launch
 
 if __name__ == '__main__':
-  launch.run('experiments/configs/vae.py', 'jaxgen.train.vae_trainer:train_and_evaluate')
+  launch.run('experiments/configs/vae.py')

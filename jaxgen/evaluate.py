@@ -27,7 +27,6 @@ import sys
 import time
 
 import ml_collections
-import numpy as np
 
 from jaxgen.metrics import evaluators
 
@@ -63,8 +62,8 @@ def _parse(argv):
 
 def _config(args):
   if args.workdir:
-    from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
-    config = trainer.load_config(args.workdir)
+    from jaxgen.engine import workdir  # pylint: disable=g-import-not-at-top
+    config = workdir.load_config(args.workdir)
   else:
     if not args.real_split or not args.dataset or not args.resolution:
       raise ValueError('Pass --workdir=<trained run>, or --real_split with --dataset and '
@@ -102,29 +101,6 @@ def metric_names(metrics: str, space: str, data_name: str) -> list[str]:
   return names
 
 
-def make_sampler(config, generator, state, progress=False):
-  """generate(num, seed) for a restored run: z from fold_in(PRNGKey(seed), i) per 256 samples,
-  as the trainer's periodic evaluation draws them."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import state as state_lib, trainer  # pylint: disable=g-import-not-at-top
-  apply = trainer.make_generate_fn(config, generator)
-  variables = trainer.sampling_vars(state)
-
-  def generate(num, seed):
-    key, out = jax.random.PRNGKey(seed), []
-    starts = range(0, num, 256)
-    if progress:
-      from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-      starts = tqdm(starts, desc='generating', unit='batch', leave=False)
-    for i in starts:
-      z = state_lib.sample_latent(jax.random.fold_in(key, i), min(256, num - i),
-                                  config.model.latent_dim,
-                                  config.model.get('latent_prior', 'normal'))
-      out.append(np.asarray(apply(variables, z)))
-    return np.concatenate(out)
-  return generate
-
-
 def evaluate(args) -> dict:
   config = _config(args)
   names = metric_names(args.metrics, args.space, config.data.name)
@@ -140,9 +116,15 @@ def evaluate(args) -> dict:
                                              ev.cache_dir, progress)
       record['metrics'].update(ev.score_outputs(outputs))
   else:
-    from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
-    _, generator, _, state = trainer.restore_run(args.workdir, args.step)
-    generate = make_sampler(config, generator, state, progress)
+    from jaxgen.engine import loop, runs  # pylint: disable=g-import-not-at-top
+    run_config, _, family, state = runs.restore_run(args.workdir, args.step,
+                                                    build_kwargs={'with_data': False})
+    if family.sample is None:
+      raise ValueError(f'{args.workdir!r} holds a {run_config.family!r} run, which draws no '
+                       'samples to score.')
+    sampler = loop.Sampler(family, run_config)
+    # The trainer's periodic evaluation draws the same samples (loop.Sampler.generate).
+    generate = lambda num, seed: sampler.generate(state, num, seed)
     record.update(source='generated', step=int(state.step), num_samples=evs[0].num_samples,
                   seed=evs[0].seed)
     for ev in evs:

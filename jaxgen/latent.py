@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jaxgen.train import images as image_lib
-from jaxgen.train import state as state_lib
-from jaxgen.train import trainer
+from jaxgen import images as image_lib
+from jaxgen import models
+from jaxgen.engine import runs
+from jaxgen.families import base, gan
 
 MODES = ('grid', 'interpolate', 'arithmetic')
 
@@ -80,18 +81,19 @@ class Decoder:
   """Decodes latent vectors with a restored run's (EMA) generator in eval mode."""
 
   def __init__(self, workdir: str, step: int | None = None):
-    self.config, generator, _, state = trainer.restore_run(workdir, step)
+    self.config, _, _, state = runs.restore_run(workdir, step, family='gan')
+    generator, _ = models.get_gan(self.config.model)
     self.step = int(state.step)
-    self.vars = trainer.sampling_vars(state)
+    self.vars = base.variables(state.nets['g'], use_ema=True)
     self._apply = jax.jit(lambda v, z: generator.apply(v, z, train=False))
 
   def __call__(self, z):
     return np.asarray(self._apply(self.vars, jnp.asarray(z, jnp.float32)))
 
   def pool(self, num: int, seed: int):
-    return np.asarray(state_lib.sample_latent(
+    return np.asarray(gan.sample_latent(
         jax.random.PRNGKey(seed), num, self.config.model.latent_dim,
-        self.config.model.get('latent_prior', 'normal')))
+        self.config.model.latent_prior))
 
 
 def interpolation_rows(decoder, z, pairs, steps):

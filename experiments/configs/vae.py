@@ -20,13 +20,15 @@ Variants
 """
 import ml_collections
 
+from jaxgen.engine import config as engine_config
+
 VARIANTS = ('digits', 'digits_soft', 'digits_2d', 'digits_conv', 'digits_gaussian', 'tiny',
             'mnist', 'mnist_dynamic', 'binarized_mnist', 'fashion_mnist', 'celeb_a', 'iwae')
 
 
 def vae_defaults(name: str = 'vae') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  c = engine_config.defaults()
+  c.family = 'vae'
   c.model = ml_collections.ConfigDict(dict(
       name=name, encoder='mlp', decoder='mlp', hidden=(256, 256), conv_widths=(32, 64),
       conv_hidden=0, latent_dim=16, activation='relu', likelihood='bernoulli',
@@ -37,8 +39,11 @@ def vae_defaults(name: str = 'vae') -> ml_collections.ConfigDict:
       data_dir='', shuffle_buffer=10_000, cache=True))
   c.binarize = 'dynamic'     # 'none': grey levels as soft targets; 'dynamic': resample each step.
   c.dequantize = False       # Gaussian likelihood: uniform dequantization of 8-bit pixels.
+  # schedule: constant | linear | cosine (decay to final_lr_frac * lr after decay_start_frac of
+  # the steps) | iwae (Burda et al.'s 3^i-epoch passes); see jaxgen.optim.
   c.optimizer = ml_collections.ConfigDict(dict(
-      lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, schedule='constant', final_lr_frac=0.1))
+      lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, schedule='constant', decay_start_frac=0.0,
+      final_lr_frac=0.1))
   c.train_samples = 1        # Reparameterized samples per example in the training ELBO.
   c.kl_warmup_steps = 0      # Linear KL weight 0 -> 1 over these steps (0: off).
   c.batch_size = 64
@@ -46,11 +51,7 @@ def vae_defaults(name: str = 'vae') -> ml_collections.ConfigDict:
   c.num_epochs = 0           # > 0 overrides num_steps with epochs of the training split.
   c.log_every = 100
   c.checkpoint_every = 1000
-  c.keep_checkpoints = 3
-  c.eval_every = 2000
-  c.divergence_policy = 'stop'
-  c.steps_per_dispatch = 1   # Train steps per host call (one lax.scan); > 1 for tiny models.
-  c.write_figures = True     # figures/ at the end of training (see jaxgen.vae_tools).
+  c.eval_every = 2000        # test ELBO / IWAE (eval.iwae_k) every eval_every steps.
   c.eval = ml_collections.ConfigDict(dict(
       elbo_samples=10, iwae_k=100, final_iwae_k=5000, iwae_chunk=500, batch_size=100,
       max_examples=0, binarize_seed=0))

@@ -191,12 +191,17 @@ def _preprocess(image, data_config):
   return tf.ensure_shape(image / 127.5 - 1.0, (res, res, channels))
 
 
-def _base_dataset(data_config, split):
-  """Returns (deterministically ordered tf.data of {'image', 'label'?}, num_examples)."""
+def _base_dataset(data_config, split, whole: bool = False):
+  """Returns (deterministically ordered tf.data of {'image', 'label'?}, num_examples).
+
+  This process's share of ``split``, or with ``whole`` every example (for evaluation: the
+  same numbers whatever the number of processes).
+  """
   tf = _tf()
   if data_config.name == FOLDER:
     files = _folder_files(data_config)
-    files = files[jax.process_index()::jax.process_count()]
+    if not whole:
+      files = files[jax.process_index()::jax.process_count()]
     channels = data_config.get('channels', 3)
 
     def load(path):
@@ -214,7 +219,7 @@ def _base_dataset(data_config, split):
   if splits and split not in splits:
     raise ValueError(f'Dataset {data_config.name!r} has no split {split!r}; it has: '
                      f'{", ".join(splits)}.')
-  psplit = _process_split(split)
+  psplit = split if whole else _process_split(split)
   try:  # Fails at once when the data is absent (tfds.testing.mock_data also lands here).
     ds = builder.as_dataset(split=psplit, shuffle_files=False,
                             read_config=tfds.ReadConfig(interleave_cycle_length=1))
@@ -237,20 +242,22 @@ def _base_dataset(data_config, split):
 
 
 def make_dataset(data_config, split: str, batch_size: int, *, seed: int = 0,
-                 start_step: int = 0, repeat: bool = True) -> Iterator[dict]:
+                 start_step: int = 0, repeat: bool = True, whole: bool = False
+                 ) -> Iterator[dict]:
   """Yields numpy batches of ``batch_size`` examples from this process's share of ``split``.
 
   With ``repeat`` (training) batches never end, each epoch is reshuffled with seed
   ``(seed, epoch)``, incomplete batches are dropped at the end of the stream only (epochs
   run into each other), and ``start_step`` positions the stream at batch ``start_step``.
-  Without it, the split is read once in order and the last batch may be short.
+  Without it, the split is read once in order and the last batch may be short; ``whole``
+  then reads every example of the split rather than this process's share.
   """
   validate(data_config)
   if data_config.name in TOY2D:
     from jaxgen.data import toy2d  # pylint: disable=g-import-not-at-top
     return toy2d.make_dataset(data_config, split, batch_size, seed=seed, start_step=start_step)
   tf = _tf()
-  base, num = _base_dataset(data_config, split)
+  base, num = _base_dataset(data_config, split, whole=whole and not repeat)
   if data_config.get('cache', True):
     base = base.cache()
   if not repeat:
@@ -274,11 +281,21 @@ def _numpy_iter(ds):
     yield batch
 
 
+def split_size(data_config, split: str) -> int:
+  """Examples in the whole ``split`` (every process's share together)."""
+  validate(data_config)
+  return _base_dataset(data_config, split, whole=True)[1]
+
+
 def load_split_arrays(data_config, split: str, max_examples: int | None = None):
-  """Reads (a prefix of) a split into memory: (images float32 NHWC in [-1, 1], labels or None)."""
+  """Reads (a prefix of) a whole split into memory, the same on every process.
+
+  Returns (images float32 NHWC in [-1, 1], labels or None). For evaluation and statistics:
+  every process gets every example, so scores do not depend on the number of processes.
+  """
   images, labels = [], []
   n = 0
-  for batch in make_dataset(data_config, split, 256, repeat=False):
+  for batch in make_dataset(data_config, split, 256, repeat=False, whole=True):
     images.append(batch['image'])
     if 'label' in batch:
       labels.append(batch['label'])

@@ -29,6 +29,13 @@ def make_manager(workdir: str, keep: int = 3, *, subdir: str = LATEST_DIR,
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, subdir)), options=options)
 
 
+def latest_listed_step(workdir: str, subdir: str = LATEST_DIR) -> int:
+  """The newest finished checkpoint step under ``workdir`` (0 when none), read without a manager."""
+  path = os.path.join(workdir, subdir)
+  steps = list(ocp.utils.checkpoint_steps(path)) if os.path.isdir(path) else []
+  return max(steps) if steps else 0
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, metrics=None, *,
          force: bool = False) -> bool:
   return manager.save(int(step), args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),

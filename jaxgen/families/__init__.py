@@ -1,0 +1,21 @@
+"""Model families by name (``config.family``): modules with ``validate``, ``structure``, ``build``.
+
+A family module may also define ``resolve(config)``, which fills derived config fields
+(e.g. ``num_steps`` from ``num_epochs``) before anything is checked. Modules are imported only
+when asked for, so a new family touches its own file plus one line here.
+"""
+from __future__ import annotations
+
+import importlib
+
+_FAMILIES = {
+    'gan': 'jaxgen.families.gan',
+    'vae': 'jaxgen.families.vae',
+}
+NAMES = tuple(_FAMILIES)
+
+
+def get(name: str):
+  if name not in _FAMILIES:
+    raise ValueError(f'Unknown family {name!r}; accepted: {", ".join(NAMES)}.')
+  return importlib.import_module(_FAMILIES[name])
