@@ -10,8 +10,8 @@ from experiments import gan_2d, gan_2d_report
 from experiments.configs import gan_2d as gan_2d_cfg
 from jaxgen import models
 from jaxgen.data import pipeline, toy2d
+from jaxgen.families import gan
 from jaxgen.losses import penalties
-from jaxgen.train import state as state_lib, step as step_lib
 
 TINY = ['model.g_hidden=(8, 8)', 'model.d_hidden=(8, 8)', 'model.maxout_pieces=2',
         'batch_size=16', 'num_steps=6', 'log_every=3', 'checkpoint_every=3',
@@ -134,28 +134,29 @@ def test_config_argument_parsing():
 @pytest.mark.parametrize('method', ['r1', 'wgan_gp'])
 def test_train_step_adds_the_configured_penalty(method):
   cfg = tiny('ring', method)
-  g, d = models.get_gan(cfg.model)
-  g_tx, d_tx = state_lib.make_optimizers(cfg.optimizer)
-  state = state_lib.init_state(cfg, g, d, g_tx, d_tx, (2,))
+  family = gan.build(cfg)
+  _, d = models.get_gan(cfg.model)
+  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
   batch = toy2d.batch_at(cfg.data, 'train', cfg.batch_size * cfg.n_dis, seed=0, step=0)
-  _, metrics = jax.jit(step_lib.make_train_step(cfg, g, d, g_tx, d_tx))(state, batch)
+  _, metrics = jax.jit(family.train_step)(state, batch)
   assert float(metrics['d_penalty']) > 0
   if method == 'r1' and cfg.n_dis == 1:  # recompute R1 on the same D and real batch
-    d_fn = lambda x: d.apply({'params': state.d_params, **state.d_state}, x, train=True,
-                             mutable=list(state.d_state))[0]
+    d_net = state.nets['d']
+    d_fn = lambda x: d.apply({'params': d_net['params'], **d_net['vars']}, x, train=True,
+                             mutable=list(d_net['vars']))[0]
     want = penalties.r1(d_fn, batch['image'], None, None)
     assert float(metrics['d_penalty']) == pytest.approx(float(want), rel=1e-4)
 
 
 def test_weight_clipping_is_applied_after_each_d_update():
   cfg = tiny('ring', 'wgan_clip')
-  g, d = models.get_gan(cfg.model)
-  g_tx, d_tx = state_lib.make_optimizers(cfg.optimizer)
-  state = state_lib.init_state(cfg, g, d, g_tx, d_tx, (2,))
-  assert max(float(np.abs(p).max()) for p in jax.tree.leaves(state.d_params)) > 0.01
+  family = gan.build(cfg)
+  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
+  d_params = lambda s: s.nets['d']['params']
+  assert max(float(np.abs(p).max()) for p in jax.tree.leaves(d_params(state))) > 0.01
   batch = toy2d.batch_at(cfg.data, 'train', cfg.batch_size * cfg.n_dis, seed=0, step=0)
-  state, _ = jax.jit(step_lib.make_train_step(cfg, g, d, g_tx, d_tx))(state, batch)
-  assert max(float(np.abs(p).max()) for p in jax.tree.leaves(state.d_params)) <= 0.01 + 1e-7
+  state, _ = jax.jit(family.train_step)(state, batch)
+  assert max(float(np.abs(p).max()) for p in jax.tree.leaves(d_params(state))) <= 0.01 + 1e-7
 
 
 def test_experiment_writes_scores_and_plot_and_matches_the_report(tmp_path):
@@ -177,11 +178,13 @@ def test_experiment_writes_scores_and_plot_and_matches_the_report(tmp_path):
   states, info = gan_2d_report.train_seeds(cfg, [0, 5], chunk=4, log=None)
   assert info['nonfinite_steps'] == [0, 0]
   mine = jax.tree.map(lambda x: x[1], states)
-  for a, b in zip(jax.tree.leaves((mine.g_params, mine.d_params, mine.d_state)),
-                  jax.tree.leaves((state.g_params, state.d_params, state.d_state))):
+  nets = lambda s: (s.nets['g']['params'], s.nets['d']['params'], s.nets['d']['vars'])
+  assert jax.tree.leaves(state.nets['d']['vars'])  # D's spectral-norm vectors are compared.
+  for a, b in zip(jax.tree.leaves(nets(mine)), jax.tree.leaves(nets(state)), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
   other = jax.tree.map(lambda x: x[0], states)
-  assert not np.allclose(jax.tree.leaves(other.g_params)[0], jax.tree.leaves(state.g_params)[0])
+  assert not np.allclose(jax.tree.leaves(other.nets['g']['params'])[0],
+                         jax.tree.leaves(state.nets['g']['params'])[0])
 
 
 def test_report_table_and_outputs(tmp_path):

@@ -1,11 +1,10 @@
 """Latent-space tools: interpolation maths, expression parsing, and PNGs from a trained run."""
-import os
 
 import numpy as np
 import pytest
 
 from jaxgen import latent
-from jaxgen.train import trainer
+from jaxgen.engine import loop
 
 
 def test_slerp_endpoints_norm_and_angle():
@@ -37,7 +36,7 @@ def test_parsers():
 
 def test_tools_on_trained_run(tiny_config, tmp_path):
   workdir = str(tmp_path / 'run')
-  trainer.train_and_evaluate(tiny_config(num_steps=2, num_sample_snapshots=1), workdir)
+  loop.train_and_evaluate(tiny_config(num_steps=2, num_sample_snapshots=1), workdir)
   dec = latent.Decoder(workdir)
   z = dec.pool(12, seed=0)
   assert z.shape == (12, 100)

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the GAN optimizers (jaxgen.train.state.learning_rate)."""
+"""Learning-rate schedules of the GAN optimizers (jaxgen.optim.learning_rate)."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -6,11 +6,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgen.train import state as state_lib, trainer
+from jaxgen import optim
+from jaxgen.families import gan
 
 
 def opt(**kw):
-  base = dict(g_lr=2e-4, d_lr=1e-3, b1=0.5, b2=0.999, schedule='constant',
+  base = dict(g_lr=2e-4, d_lr=1e-3, b1=0.5, b2=0.999, eps=1e-8, schedule='constant',
               decay_start_frac=0.0, final_lr_frac=0.0)
   base.update(kw)
   return ml_collections.ConfigDict(base)
@@ -31,8 +32,8 @@ def reference(t, lr, n, kind, start_frac, final_frac):
 @pytest.mark.parametrize('start_frac, final_frac', [(0.0, 0.0), (0.5, 0.0), (0.3, 0.1)])
 def test_schedule_matches_its_closed_form(kind, start_frac, final_frac):
   n = 200
-  sched = state_lib.learning_rate(1e-3, opt(schedule=kind, decay_start_frac=start_frac,
-                                            final_lr_frac=final_frac), n)
+  sched = optim.learning_rate(1e-3, opt(schedule=kind, decay_start_frac=start_frac,
+                                        final_lr_frac=final_frac), n)
   t = np.arange(0, n + 50)
   got = np.array([float(sched(i)) for i in t])
   np.testing.assert_allclose(got, reference(t, 1e-3, n, kind, start_frac, final_frac),
@@ -43,14 +44,15 @@ def test_schedule_matches_its_closed_form(kind, start_frac, final_frac):
 
 
 def test_constant_is_a_plain_float():
-  assert state_lib.learning_rate(3e-4, opt(), 100) == 3e-4
+  assert optim.learning_rate(3e-4, opt(), 100) == 3e-4
 
 
 def test_adam_steps_follow_the_schedule():
   """With a constant gradient, Adam's bias-corrected step is lr_t * g / (|g| + eps) = lr_t."""
   n = 40
   cfg = opt(schedule='linear', decay_start_frac=0.25, final_lr_frac=0.0)
-  g_tx, d_tx = state_lib.make_optimizers(cfg, num_steps=n, n_dis=2)
+  g_tx, d_tx = gan.optimizers(ml_collections.ConfigDict(dict(optimizer=cfg, num_steps=n,
+                                                            n_dis=2)))
   for tx, lr, updates in ((g_tx, cfg.g_lr, n), (d_tx, cfg.d_lr, 2 * n)):
     params = {'w': jnp.zeros(())}
     s = tx.init(params)
@@ -71,12 +73,13 @@ def test_adam_steps_follow_the_schedule():
 ])
 def test_bad_schedules_are_refused(overrides, match):
   with pytest.raises(ValueError, match=match):
-    state_lib.learning_rate(1e-3, opt(**overrides), 100)
+    optim.learning_rate(1e-3, opt(**overrides), 100)
 
 
 def test_decaying_schedule_needs_the_step_count():
   with pytest.raises(ValueError, match='number of train steps'):
-    state_lib.make_optimizers(opt(schedule='linear'))
+    gan.optimizers(ml_collections.ConfigDict(dict(optimizer=opt(schedule='linear'),
+                                                  num_steps=0, n_dis=1)))
 
 
 def test_schedule_is_a_structural_field():
@@ -85,8 +88,8 @@ def test_schedule_is_a_structural_field():
   cfg = gan_2d.get_config('grid,r1_ema_long')
   decay = gan_2d.get_config('grid,r1_ema_decay')
   assert decay.optimizer.schedule == 'linear'
-  assert trainer._structure(cfg) != trainer._structure(decay)  # pylint: disable=protected-access
-  _, _, g_tx, _, _, _ = trainer.build(decay)
+  assert gan.structure(cfg) != gan.structure(decay)
+  g_tx, _ = gan.optimizers(decay)
   params = {'w': jnp.zeros(3)}
   leaves = jax.tree.leaves(g_tx.init(params))
   plain = jax.tree.leaves(optax.adam(1e-3).init(params))

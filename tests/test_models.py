@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxgen import models
-from jaxgen.train.state import count_params
+from jaxgen.families.base import count_params
 
 
 def dcgan_cfg(**kw):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from jaxgen import models
-from jaxgen.train import state as state_lib, step as step_lib, trainer
+from jaxgen.engine import loop
+from jaxgen.families import base, gan
 
 BF16_EPS = 2.0 ** -8  # Unit roundoff of bfloat16 (8 significand bits).
 
@@ -108,9 +109,9 @@ def test_bf16_outputs_agree_with_fp32_to_bf16_accuracy(tiny_config, model):
 
 def run_steps(cfg, num_steps):
   """(initial state, [state after each step], [metrics of each step]) on random images."""
-  g, d, g_tx, d_tx, init, shape = trainer.build(cfg)
-  state0 = jax.jit(init)()
-  step = jax.jit(step_lib.make_train_step(cfg, g, d, g_tx, d_tx))
+  family, shape = gan.build(cfg), base.data_shape(cfg)
+  state0 = jax.jit(lambda: family.init(jax.random.PRNGKey(cfg.seed)))()
+  step = jax.jit(family.train_step)
   rng = np.random.default_rng(0)
   state, states, history = state0, [], []
   for _ in range(num_steps):
@@ -139,8 +140,10 @@ def test_bf16_train_step_keeps_fp32_state_and_losses(bf16_and_fp32_runs):
   _, _, _, h32 = bf16_and_fp32_runs['float32']
   s16 = states[-1]
   assert int(s16.step) == 2
-  for leaf in jax.tree.leaves((s16.g_params, s16.d_params, s16.g_state, s16.d_state,
-                               s16.g_opt_state, s16.d_opt_state, s16.ema_params)):
+  g_net, d_net = s16.nets['g'], s16.nets['d']
+  assert set(g_net) == {'params', 'vars', 'opt', 'ema'} and set(d_net) == {'params', 'vars', 'opt'}
+  for leaf in jax.tree.leaves((g_net['params'], d_net['params'], g_net['vars'], d_net['vars'],
+                               g_net['opt'], d_net['opt'], g_net['ema'])):
     if jnp.issubdtype(leaf.dtype, jnp.floating):
       assert leaf.dtype == jnp.float32, leaf.dtype
   for m16, m32 in zip(h16, h32):
@@ -185,9 +188,10 @@ def test_updates_below_bf16_resolution_reach_the_fp32_weights(bf16_and_fp32_runs
   after = states[0]
   # G's first BatchNorm scale starts at 1 + N(0, 0.02^2): Adam's first update moves each
   # entry by lr = 2e-4 (|m_hat / sqrt(v_hat)| = 1), 40x below bf16's spacing near 1 (2^-7).
-  name = sorted(k for k in before.g_params if k.startswith('BatchNorm'))[0]
-  old = np.asarray(before.g_params[name]['scale'])
-  new = np.asarray(after.g_params[name]['scale'])
+  g_before, g_after = before.nets['g']['params'], after.nets['g']['params']
+  name = sorted(k for k in g_before if k.startswith('BatchNorm'))[0]
+  old = np.asarray(g_before[name]['scale'])
+  new = np.asarray(g_after[name]['scale'])
   lr = cfg.optimizer.g_lr
   delta = np.abs(new - old)
   assert np.all(delta > 0)
@@ -211,13 +215,13 @@ def test_unknown_compute_dtype_is_refused(tiny_config, model, bad):
 def test_steps_per_dispatch_scan_equals_sequential_steps(tiny_config):
   """make_multi_step(k) (one dispatch, lax.scan) == k dispatches of the same step."""
   cfg = tiny_config('gan', n_dis=2)
-  g, d, g_tx, d_tx, init, shape = trainer.build(cfg)
-  train_step = step_lib.make_train_step(cfg, g, d, g_tx, d_tx)
+  family, shape = gan.build(cfg), base.data_shape(cfg)
+  train_step = family.train_step
   k = 3
   rng = np.random.default_rng(1)
   images = rng.uniform(-1, 1, (k, cfg.batch_size * cfg.n_dis, *shape)).astype(np.float32)
-  state0 = jax.jit(init)()
-  multi, metrics = jax.jit(step_lib.make_multi_step(train_step, k))(state0, {'image': images})
+  state0 = jax.jit(lambda: family.init(jax.random.PRNGKey(cfg.seed)))()
+  multi, metrics = jax.jit(loop.make_multi_step(train_step, k))(state0, {'image': images})
   single = jax.jit(train_step)
   state, seq = state0, []
   for i in range(k):
