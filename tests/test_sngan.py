@@ -7,7 +7,7 @@ import pytest
 
 from experiments.configs import dcgan as dcgan_cfg, sngan as sngan_cfg
 from jaxgen import models
-from jaxgen.train import state as state_lib, step as step_lib
+from jaxgen.families import gan
 
 
 def model_cfg(**kw):
@@ -100,17 +100,17 @@ def test_power_iteration_advances_once_per_d_pass(joint, steps_per_update):
   cfg = sngan_cfg.get_config('tiny')
   cfg.d_joint_batch = joint
   cfg.penalty.name, cfg.penalty.weight = 'r1', 1.0
-  g, d = models.get_gan(cfg.model)
-  g_tx, d_tx = state_lib.make_optimizers(cfg.optimizer)
+  family = gan.build(cfg)
   shape = (16, 16, 1)
-  state = state_lib.init_state(cfg, g, d, g_tx, d_tx, shape)
-  step = jax.jit(step_lib.make_train_step(cfg, g, d, g_tx, d_tx))
+  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
+  step = jax.jit(family.train_step)
   rng = np.random.default_rng(0)
   for _ in range(2):
-    u_before, w_before = _u_vectors(state.d_state), _kernels(state.d_params)
+    d_net = state.nets['d']
+    u_before, w_before = _u_vectors(d_net['vars']), _kernels(d_net['params'])
     batch = {'image': rng.uniform(-1, 1, (cfg.batch_size, *shape)).astype(np.float32)}
     state, _ = step(state, batch)
-    u_after = _u_vectors(state.d_state)
+    u_after = _u_vectors(state.nets['d']['vars'])
     assert sorted(u_after) == sorted(w_before)
     for name, u in u_before.items():
       want = u
@@ -147,12 +147,12 @@ def test_dcgan_with_sn_discriminator_is_normalised():
 
 
 def test_sngan_end_to_end_tiny(tmp_path, tfds_dir):
-  from jaxgen.train import trainer
+  from jaxgen.engine import loop
   cfg = sngan_cfg.get_config('tiny')
   cfg.data.data_dir = tfds_dir
   cfg.num_steps = 4
   cfg.checkpoint_every = 4
   cfg.log_every = 2
-  state = trainer.train_and_evaluate(cfg, str(tmp_path))
+  state = loop.train_and_evaluate(cfg, str(tmp_path))
   assert int(state.step) == 4
   assert (tmp_path / 'metrics.jsonl').exists()
