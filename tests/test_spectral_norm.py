@@ -9,7 +9,6 @@
 """
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -107,23 +106,24 @@ def test_evaluation_mode_is_frozen():
 
 def test_sngan_discriminator_layers_have_unit_spectral_norm_after_training():
   from jaxgen import models
-  from jaxgen.train import state as state_lib, step as step_lib
+  from jaxgen.families import base, gan
   from experiments.configs import sngan as sngan_cfg
 
   cfg = sngan_cfg.get_config('tiny')  # Adam(2e-4, 0.5, 0.999), n_dis 1: setting C
-  g, d = models.get_gan(cfg.model)
-  g_tx, d_tx = state_lib.make_optimizers(cfg.optimizer)
-  shape = (cfg.model.resolution, cfg.model.resolution, cfg.model.channels)
-  state = state_lib.init_state(cfg, g, d, g_tx, d_tx, shape)
-  step = jax.jit(step_lib.make_train_step(cfg, g, d, g_tx, d_tx))
+  _, d = models.get_gan(cfg.model)
+  family = gan.build(cfg)
+  shape = base.data_shape(cfg)
+  assert shape == (cfg.model.resolution, cfg.model.resolution, cfg.model.channels)
+  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
+  step = jax.jit(family.train_step)
   rng = np.random.default_rng(0)
-  d0 = jax.tree.map(np.asarray, state.d_params)
+  d0 = jax.tree.map(np.asarray, state.nets['d']['params'])
   for _ in range(150):
     batch = {'image': np.tanh(rng.normal(size=(cfg.batch_size * cfg.n_dis, *shape)))
              .astype(np.float32)}
     state, _ = step(state, batch)
-  stats = sn_stats(state.d_state)
-  trained = kernels(state.d_params)
+  stats = sn_stats(state.nets['d']['vars'])
+  trained = kernels(state.nets['d']['params'])
   assert len(trained) == 8 and sorted(stats) == sorted(trained)  # 7 convs + the dense head
   initial = kernels(d0)
   for path, kernel in trained.items():
@@ -138,11 +138,11 @@ def test_sngan_discriminator_layers_have_unit_spectral_norm_after_training():
   @jax.jit
   def settle(d_state):
     def one(_, d_state):
-      return d.apply({'params': state.d_params, **d_state}, x, train=True,
+      return d.apply({'params': state.nets['d']['params'], **d_state}, x, train=True,
                      mutable=['batch_stats'])[1]
     return jax.lax.fori_loop(0, 200, one, d_state)
 
-  settled = sn_stats(settle(state.d_state))
+  settled = sn_stats(settle(state.nets['d']['vars']))
   for path, kernel in trained.items():
     assert top_sv(kernel) / float(settled[path]['sigma']) == pytest.approx(1.0, abs=1e-3), path
   moved = sum(not np.allclose(trained[p], initial[p]) for p in trained)
@@ -153,22 +153,22 @@ def test_checkpoint_restores_power_iteration_vectors(tmp_path):
   """u and sigma live in the saved state: restoring brings them back, and a resumed run
   continues the power iteration exactly where an uninterrupted run would be."""
   from experiments import gan_2d_report
-  from jaxgen.train import checkpoint, trainer
+  from jaxgen.engine import checkpoint, loop
+  from jaxgen.families import gan
 
   cfg = gan_2d_report.make_config('ring', 'sn', [
       'model.g_hidden=(8, 8)', 'model.d_hidden=(8, 8)', 'model.maxout_pieces=2',
       'batch_size=16', 'num_steps=6', 'log_every=3', 'checkpoint_every=3',
       'steps_per_dispatch=1'])
-  straight = trainer.train_and_evaluate(cfg, str(tmp_path / 'straight'))
+  straight = loop.train_and_evaluate(cfg, str(tmp_path / 'straight'))
 
-  *_, init, _ = trainer.build(cfg)
-  fresh = init()
+  fresh = jax.jit(gan.build(cfg).init)(jax.random.PRNGKey(cfg.seed))
   manager = checkpoint.make_manager(str(tmp_path / 'straight'), cfg.keep_checkpoints,
                                     create=False)
   restored = checkpoint.restore(manager, fresh)
   manager.close()
   assert int(restored.step) == 6
-  got, want, start = (sn_stats(s.d_state) for s in (restored, straight, fresh))
+  got, want, start = (sn_stats(s.nets['d']['vars']) for s in (restored, straight, fresh))
   assert len(got) == 3
   for name in want:
     np.testing.assert_array_equal(got[name]['u'], want[name]['u'])
@@ -178,7 +178,8 @@ def test_checkpoint_restores_power_iteration_vectors(tmp_path):
   # Interrupted at step 3, resumed to 6: the same u as the uninterrupted run.
   half = cfg.copy_and_resolve_references()
   half.num_steps = 3
-  trainer.train_and_evaluate(half, str(tmp_path / 'resumed'))
-  resumed = trainer.train_and_evaluate(cfg, str(tmp_path / 'resumed'))
-  for name, stats in sn_stats(resumed.d_state).items():
+  loop.train_and_evaluate(half, str(tmp_path / 'resumed'))
+  resumed = loop.train_and_evaluate(cfg, str(tmp_path / 'resumed'))
+  assert int(resumed.step) == 6
+  for name, stats in sn_stats(resumed.nets['d']['vars']).items():
     np.testing.assert_allclose(stats['u'], want[name]['u'], rtol=1e-5, atol=1e-6)
