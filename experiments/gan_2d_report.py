@@ -10,6 +10,9 @@ generator and scores them with :mod:`jaxgen.metrics.mode_coverage`. It prints a 
 and writes ``table.md``, ``results.json`` (every run) and ``<dataset>_<method>.png`` (one
 scatter plot of samples over the modes per seed) under ``--out``.
 ``--tabulate=dir1,dir2`` prints one table from earlier reports' ``results.json`` files.
+``--results=PATH`` also writes a stamped copy of ``results.json`` (:func:`jaxgen.results.write`:
+``{"runs": [...], "published": [...]}`` with the command line, machine, versions and commit),
+the file the documentation's mode-coverage tables are rendered from.
 
 Speed: all seeds of a row train together. The GAN family's train step (the step the
 engine runs) is vmapped over the seed axis and scanned over ``--chunk`` steps in one jitted
@@ -175,8 +178,20 @@ def scatter_grid(config, all_samples, results, seeds, size: int = 240):
   return images.grid(np.stack(tiles), ncol=min(5, len(tiles)), pad=4)
 
 
-def run_report(datasets, methods, seeds, out_dir, overrides=(), chunk=1000, log=print):
-  """Trains and scores every (dataset, method); writes the outputs; returns the table text."""
+def published_rows(datasets) -> list[dict]:
+  """The published rows of :data:`PUBLISHED` for ``datasets``, as stored in results files."""
+  return [{'dataset': d, 'method': name, 'modes': modes, 'hq_percent': hq,
+           'source': 'Lin et al. 2018, Table 1'}
+          for (d, name), (modes, hq) in PUBLISHED.items() if d in datasets]
+
+
+def run_report(datasets, methods, seeds, out_dir, overrides=(), chunk=1000, log=print,
+               results_path=None, command=''):
+  """Trains and scores every (dataset, method); writes the outputs; returns the table text.
+
+  With ``results_path``, the runs and the published rows are also written there as a stamped
+  results file (``command`` is the command line recorded in it).
+  """
   from jaxgen import images  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   train_log, log = log, log or (lambda *_: None)
@@ -206,6 +221,9 @@ def run_report(datasets, methods, seeds, out_dir, overrides=(), chunk=1000, log=
   table = format_table(rows)
   with open(os.path.join(out_dir, 'table.md'), 'w') as f:
     f.write(table + '\n')
+  if results_path:
+    from jaxgen import results  # pylint: disable=g-import-not-at-top
+    results.write(results_path, {'runs': runs, 'published': published_rows(datasets)}, command)
   return table
 
 
@@ -233,6 +251,8 @@ def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
+  if f.tabulate and f.results:
+    raise ValueError('--results records runs trained by this command; --tabulate trains none.')
   if f.tabulate:
     print(tabulate([d for d in f.tabulate.split(',') if d]))
     return
@@ -247,8 +267,12 @@ def main(argv):
       raise ValueError(f'Unknown method {m!r}; accepted: {", ".join(gan_2d.METHODS)}.')
   if f.seeds < 1:
     raise ValueError(f'--seeds must be >= 1; got {f.seeds}.')
+  import sys  # pylint: disable=g-import-not-at-top
+  from jaxgen import results  # pylint: disable=g-import-not-at-top
   table = run_report(datasets, methods, list(range(f.first_seed, f.first_seed + f.seeds)),
-                     f.out, f.set, f.chunk)
+                     f.out, f.set, f.chunk, results_path=f.results or None,
+                     command=results.command_line('python -m experiments.gan_2d_report',
+                                                  sys.argv[1:]))
   print(table)
 
 
@@ -262,6 +286,8 @@ if __name__ == '__main__':
   flags.DEFINE_integer('chunk', 1000, 'Train steps per jitted dispatch.')
   flags.DEFINE_multi_string('set', [], 'Override for every row: dotted.key=value.')
   flags.DEFINE_string('out', 'runs/gan_2d_report', 'Output directory.')
+  flags.DEFINE_string('results', '', 'Also write a stamped copy of results.json (with the '
+                      'published rows) to this file (jaxgen.results).')
   flags.DEFINE_string('tabulate', '', 'Only print one table from the results.json of these '
                       'comma-separated earlier --out directories (nothing is trained).')
   app.run(main)

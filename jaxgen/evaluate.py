@@ -16,7 +16,8 @@ the ``test`` split against the reference split (the noise floor of a perfect gen
 that many samples).
 
 Results are printed, appended as one JSON line to ``<workdir>/evaluation.jsonl`` and, with
-``--output``, written to a JSON file.
+``--output``, written to a JSON file; ``--results=PATH`` writes them as a stamped results file
+(:func:`jaxgen.results.write`: the command line, the machine, versions and git commit).
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def _parse(argv):
                  help='Training steps of the project classifier (default: the run\'s '
                       'eval_classifier_steps, else 800); each value is its own cached classifier.')
   p.add_argument('--output', default=None, help='Also write the results to this JSON file.')
+  p.add_argument('--results', default=None,
+                 help='Also write them as a stamped results file (jaxgen.results) here.')
   p.add_argument('--no_progress', action='store_true')
   return p.parse_args(argv)
 
@@ -158,6 +161,11 @@ def main(argv=None):
   if args.output:
     with open(args.output, 'w') as f:
       json.dump(record, f, indent=2)
+  if args.results:
+    from jaxgen import results  # pylint: disable=g-import-not-at-top
+    results.write(args.results, dict(record, workdir=args.workdir),
+                  results.command_line('python -m jaxgen.evaluate',
+                                       sys.argv[1:] if argv is None else argv))
   return 0
 
 

@@ -8,6 +8,9 @@
   python -m jaxgen.vae_tools rerender    --workdir=runs/cvae [--num=10]             # (b)
   python -m jaxgen.vae_tools class-accuracy --workdir=runs/cvae [--num=1000]
 
+``evaluate`` and ``class-accuracy`` take ``--results=PATH``: their output as a stamped results
+file (:func:`jaxgen.results.write`), with the run's config.
+
 ``generate`` draws z ~ N(0, I) and decodes it as the requested class. ``rerender`` takes real
 test images, keeps their style z (the posterior mean given image and true label) and decodes
 it as every class: row i is [original | class 0 | ... | class 9], the same handwriting
@@ -88,6 +91,7 @@ def main(argv=None) -> int:
   p.add_argument('--k', type=int, default=5000, help='Importance samples (IWAE).')
   p.add_argument('--split', default=None, help='Default: the run\'s eval split.')
   p.add_argument('--max-examples', type=int, default=0)
+  p.add_argument('--results', default=None, help='Also write a stamped results file here.')
   add('figures', 'All figures.')
   p = add('samples', 'Samples from the prior.')
   p.add_argument('--num', type=int, default=64)
@@ -102,7 +106,15 @@ def main(argv=None) -> int:
   p = add('class-accuracy', 'Digit classifier accuracy on CVAE samples of each class.')
   p.add_argument('--num', type=int, default=1000)
   p.add_argument('--cache-dir', default=None, help='Classifier cache (jaxgen default).')
+  p.add_argument('--results', default=None, help='Also write a stamped results file here.')
   args = parser.parse_args(argv)
+
+  def stamped(result):
+    if args.results:
+      from jaxgen import results  # pylint: disable=g-import-not-at-top
+      results.write(args.results, dict(result, workdir=args.workdir, config=config.to_dict()),
+                    results.command_line('python -m jaxgen.vae_tools',
+                                         sys.argv[1:] if argv is None else argv))
 
   try:
     config, model, params, step = load_run(args.workdir, args.step)
@@ -115,6 +127,7 @@ def main(argv=None) -> int:
                                  seed=args.seed)
       res.update(step=step, split=split)
       print(json.dumps(res, indent=2))
+      stamped(res)
     elif args.command == 'figures':
       images, labels = _load_eval_split(config, config.data.get('eval_split', 'test'), 64)
       for path in write_figures(config, model, params, images, labels, args.out or out_dir,
@@ -141,8 +154,9 @@ def main(argv=None) -> int:
       print(save(out('rerender.png'), rerender(config, model, params, images, labels),
                  ncol=num_classes(config) + 1))
     elif args.command == 'class-accuracy':
-      print(json.dumps(class_accuracy(config, model, params, args.num, args.seed,
-                                                      args.cache_dir), indent=2))
+      res = class_accuracy(config, model, params, args.num, args.seed, args.cache_dir)
+      print(json.dumps(res, indent=2))
+      stamped(dict(res, step=step))
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -1,0 +1,691 @@
+"""Results files, and the README/docs tables made from them.
+
+Every number the documentation shows comes from a *results file*: a JSON object
+
+    {"command": "<the command line that produced it>",
+     "stamp":   {date, machine, versions, JAX backend, git commit, ...},   # stamp()
+     "result":  {...}}                                                   # the command's own
+
+written by :func:`write` (commands take ``--results=PATH``). A page (README.md, docs/*.md)
+holds *results blocks*::
+
+    <!-- results:NAME -->
+    ...generated markdown...
+    <!-- /results:NAME -->
+
+whose content a registered renderer (:data:`BLOCKS`) makes from the files named there.
+
+    python -m jaxgen.results render   # rewrites every block from its files
+    python -m jaxgen.results check    # exits 1 listing blocks that differ from their files,
+                                      # blocks whose files are missing or unstamped, and links
+                                      # to files that do not exist
+    python -m jaxgen.results time --results=PATH -- COMMAND ...
+                                      # runs COMMAND, writes its wall time as a results file
+
+This module imports only the standard library at import time (``time`` can wrap
+``pip install -e .`` in a fresh environment).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import glob
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
+
+# ------------------------------------------------------------------------------ the stamp
+
+
+def _read(path: str) -> str:
+  try:
+    with open(path) as f:
+      return f.read()
+  except OSError:
+    return ''
+
+
+def _cpu_model() -> str:
+  for line in _read('/proc/cpuinfo').splitlines():
+    if line.lower().startswith(('model name', 'hardware', 'cpu model')):
+      return line.split(':', 1)[1].strip()
+  return platform.processor() or platform.machine() or 'unknown'
+
+
+def _memory_gib() -> float | None:
+  match = re.search(r'^MemTotal:\s+(\d+) kB', _read('/proc/meminfo'), re.M)
+  if match:
+    return round(int(match.group(1)) / 2**20, 1)
+  try:
+    return round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1)
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def _version(package: str) -> str | None:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def _git(*args: str, cwd: str = ROOT) -> str | None:
+  try:
+    out = subprocess.run(('git',) + args, cwd=cwd, capture_output=True, text=True, timeout=30,
+                         check=True)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout
+
+
+def _backend() -> dict:
+  """JAX's backend and devices; None values when JAX is not installed."""
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    devices = jax.devices()
+    return {'backend': jax.default_backend(), 'device_kind': devices[0].device_kind,
+            'device_count': len(devices), 'process_count': jax.process_count()}
+  except Exception:  # pylint: disable=broad-except
+    return {'backend': None, 'device_kind': None, 'device_count': None, 'process_count': None}
+
+
+def stamp(repo: str = ROOT) -> dict:
+  """Where and with what a result was made, all read now."""
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:
+    usable = os.cpu_count()
+  head = _git('rev-parse', 'HEAD', cwd=repo)
+  status = _git('status', '--porcelain', '--untracked-files=no', cwd=repo)
+  changed = [l[3:] for l in (status or '').splitlines() if l.strip()]
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+      'machine': {'cpu': _cpu_model(), 'cores': os.cpu_count(), 'usable_cores': usable,
+                  'memory_gib': _memory_gib(), 'system': platform.platform()},
+      'python': platform.python_version(),
+      'versions': {p: _version(p) for p in PACKAGES},
+      'jax': _backend(),
+      'git': {'commit': head.strip() if head else None,
+              'dirty': bool(changed) if status is not None else None,
+              'changed_files': changed[:50]},
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+
+
+def _json_default(obj):
+  if hasattr(obj, 'tolist'):  # numpy scalars and arrays
+    return obj.tolist()
+  if isinstance(obj, (set, tuple)):
+    return list(obj)
+  raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
+
+
+def _process_index() -> int:
+  if 'jax' not in sys.modules:
+    return 0
+  try:
+    return sys.modules['jax'].process_index()
+  except Exception:  # pylint: disable=broad-except
+    return 0
+
+
+def write(path: str, result: dict, command: str) -> str | None:
+  """Writes ``{"command", "stamp", "result"}`` to ``path`` atomically (process 0 only)."""
+  if _process_index() != 0:
+    return None
+  doc = {'command': command, 'stamp': stamp(), 'result': result}
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(doc, f, indent=1, default=_json_default)
+    f.write('\n')
+  os.replace(tmp, path)
+  return path
+
+
+def command_line(prog: str, argv: Sequence[str] | None = None) -> str:
+  """``prog`` followed by the arguments (default: this process's), quoted for a shell."""
+  args = list(sys.argv[1:] if argv is None else argv)
+  return ' '.join([prog] + [shlex.quote(a) for a in args])
+
+
+def load(path: str) -> dict | None:
+  """A stamped results file, or None when it is missing, unreadable or has no stamp."""
+  try:
+    with open(path) as f:
+      doc = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(doc, dict) or not isinstance(doc.get('stamp'), dict) or 'command' not in doc:
+    return None
+  return doc
+
+
+def payload(doc: dict) -> dict:
+  """The command's own result (files that keep it at top level next to the stamp too)."""
+  if 'result' in doc:
+    return doc['result']
+  return {k: v for k, v in doc.items() if k not in ('stamp', 'command')}
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def _num(x, digits: int = 2) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return '–'
+  return f'{x:,.{digits}f}'
+
+
+def _auto(x) -> str:
+  """Two decimals, or three significant digits for values below 1 (KID, small losses)."""
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return '–'
+  return f'{x:,.2f}' if x == 0 or abs(x) >= 1 else f'{x:.3g}'
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f'{seconds} s'
+  if seconds < 3600:
+    return f'{seconds // 60} min {seconds % 60} s'
+  return f'{seconds // 3600} h {seconds % 3600 // 60} min'
+
+
+def caption(doc: dict) -> str:
+  """One line: when, on what, with which versions and commit."""
+  s = doc['stamp']
+  m = s.get('machine', {})
+  v = s.get('versions', {})
+  j = s.get('jax', {})
+  cores = m.get('usable_cores') or m.get('cores')
+  mem = f', {m["memory_gib"]} GiB' if m.get('memory_gib') else ''
+  backend = j.get('backend') or '?'
+  if j.get('device_kind') and backend != 'cpu':
+    backend += f', {j.get("device_count")} x {j["device_kind"]}'
+  git = s.get('git', {})
+  commit = (git.get('commit') or 'unknown')[:10]
+  if git.get('dirty'):
+    commit += ' + uncommitted changes'
+  date = s.get('date', '?').replace('T', ' ').replace('Z', ' UTC')
+  return (f'{date} on {m.get("cpu", "?")} ({cores} cores{mem}), Python {s.get("python")}, '
+          f'JAX {v.get("jax")} ({backend}), flax {v.get("flax")}, commit {commit}')
+
+
+def sources(docs: Sequence[dict], paths: Sequence[str]) -> str:
+  """The numbered list under a table: each file, its command and its stamp."""
+  lines = []
+  for i, (doc, path) in enumerate(zip(docs, paths), 1):
+    lines.append(f'{i}. `{doc["command"]}`  \n   [{path}]({_link(path)}): {caption(doc)}')
+  return '\n'.join(lines)
+
+
+_PAGE_DIR = ['']  # Directory of the page being rendered, relative to the root (for links).
+
+
+def _link(path: str) -> str:
+  return os.path.relpath(path, _PAGE_DIR[0] or '.').replace(os.sep, '/')
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  out = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  out += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+  return '\n'.join(out)
+
+
+# ------------------------------------------------------------------------------ renderers
+# Each renderer takes the loaded files (in the order of the block's sources) and their paths.
+
+
+def render_digits_scores(docs, paths) -> str:
+  """``python -m jaxgen.evaluate --results``: IS, FID, KID (digits classifier or Inception)."""
+  rows, notes = [], set()
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    m = r.get('metrics', {})
+    space = next((k[:-len('_fid')] for k in m if k.endswith('_fid')), None) or next(
+        (k[:-len('_is')] for k in m if k.endswith('_is')), 'digits')
+    what = (f'real `{r["source"][5:]}` split (N = {r.get("num_samples"):,})'
+            if str(r.get('source', '')).startswith('real:') else
+            f'`{r.get("workdir", "?")}` at step {r.get("step", 0):,} (N = {r.get("num_samples"):,})')
+    pm = lambda name: (f'{_auto(m.get(name))} ± {_auto(m.get(name + "_std"))}'
+                       if name + '_std' in m else _auto(m.get(name)))
+    rows.append([what, pm(f'{space}_is'), _auto(m.get(f'{space}_fid')), pm(f'{space}_kid'),
+                 str(i)])
+    acc = r.get('classifier_test_accuracy')
+    for sp, cid in (r.get('feature_spaces') or {}).items():
+      extra = f', {100 * acc:.1f} % test accuracy' if sp == 'digits' and acc else ''
+      notes.add(f'`{sp}` features: `{cid}`{extra}; reference split `{r.get("reference_split")}`')
+  out = _table(['what', 'IS', 'FID', 'KID', 'from'], rows)
+  return '\n'.join([out, '', *sorted(f'- {n}' for n in notes), '', sources(docs, paths)])
+
+
+def render_mode_coverage(docs, paths) -> str:
+  """``python -m experiments.gan_2d_report --results``: PacGAN's 2-D mode-coverage table."""
+  rows, published = [], {}
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    for run in r.get('runs', []):
+      rows.append((run['dataset'], run, i))
+    for p in r.get('published', []):
+      published[(p['dataset'], p['method'])] = p
+  order = {'ring': 0, 'grid': 1}
+  datasets = sorted({d for d, _, _ in rows} | {d for d, _ in published},
+                    key=lambda d: (order.get(d, 2), d))
+  lines = []
+  for dataset in datasets:
+    for _, run, i in (x for x in rows if x[0] == dataset):
+      s = run['summary']
+      pm = lambda key, d: f'{s[key][0]:.{d}f} ± {s[key][1]:.{d}f}'
+      div = f' ({s["diverged_runs"]} diverged)' if s.get('diverged_runs') else ''
+      lines.append([dataset, f'`{run["method"]}`', pm('modes', 1), pm('hq_percent', 1),
+                    pm('reverse_kl', 3), f'{s["all_modes_runs"]}/{s["num_seeds"]}{div}',
+                    _num(run.get('train_seconds'), 0), str(i)])
+    for (d, name), p in published.items():
+      if d == dataset:
+        lines.append([dataset, name, _num(p['modes'], 1), _num(p['hq_percent'], 1), '', '', '',
+                      p.get('source', '')])
+  head = ['dataset', 'method', 'modes', 'HQ samples (%)', 'reverse KL', 'runs with all modes',
+          'train time (s)', 'from']
+  return '\n'.join([_table(head, lines), '', sources(docs, paths)])
+
+
+def _vae_label(r: dict) -> str:
+  c = r.get('config') or {}
+  model, data = c.get('model', {}), c.get('data', {})
+  if not model:
+    return f'`{r.get("workdir", "?")}`'
+  kind = 'CVAE' if model.get('num_classes') else 'VAE'
+  nets = (f'MLP {"-".join(str(h) for h in model.get("hidden", ()))}'
+          if model.get('encoder') == 'mlp' else f'{model.get("encoder")} encoder')
+  targets = {'dynamic': 'dynamic binarization', 'none': 'soft targets'}.get(
+      c.get('binarize'), str(c.get('binarize')))
+  return (f'`{r.get("workdir", "?")}`: {kind}, {nets}, {model.get("latent_dim")}-d latent, '
+          f'{targets}, {c.get("num_steps", 0):,} steps')
+
+
+def render_vae_bounds(docs, paths) -> str:
+  """``python -m jaxgen.vae_tools evaluate --results``: test ELBO, IWAE log p(x), KL."""
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    rows.append([_vae_label(r), f'`{r.get("split")}` ({r.get("num_examples")})', _num(r['elbo']),
+                 f'{_num(r.get("iwae"))} (k = {r.get("iwae_k", 0):,})', _num(r.get('kl')),
+                 str(i)])
+  head = ['run', 'split (examples)', 'ELBO', 'IWAE bound on log p(x)', 'KL', 'from']
+  return '\n'.join([_table(head, rows), '', sources(docs, paths)])
+
+
+def render_iwae_k(docs, paths) -> str:
+  """Several ``vae_tools evaluate --k=K --results`` files of one run: the bound against k."""
+  results = sorted((payload(d) for d in docs), key=lambda r: r.get('iwae_k', 0))
+  head = ['k'] + [f'{r.get("iwae_k", 0):,}' for r in results]
+  row = ['IWAE bound (nats)'] + [_num(r.get('iwae')) for r in results]
+  ordered = sorted(zip(docs, paths), key=lambda dp: payload(dp[0]).get('iwae_k', 0))
+  return '\n'.join([_table(head, [row]), '',
+                    sources([d for d, _ in ordered], [p for _, p in ordered])])
+
+
+def render_class_accuracy(docs, paths) -> str:
+  """``python -m jaxgen.vae_tools class-accuracy --results``."""
+  r = payload(docs[0])
+  per = r.get('per_class', {})
+  head = ['class'] + list(per) + ['all']
+  row = ['samples classified as asked (%)'] + [_num(100 * v, 1) for v in per.values()]
+  row.append(f'**{_num(100 * r["accuracy"], 1)}**')
+  ceiling = r.get('classifier_test_accuracy')
+  note = (f'The same classifier (`{r.get("classifier")}`) is right on '
+          f'{_num(100 * ceiling, 1)} % of the real test digits; {r.get("num_samples"):,} '
+          f'samples in all.' if ceiling is not None else '')
+  return '\n'.join([_table(head, [row]), '', note, '', sources(docs, paths)])
+
+
+def render_step_throughput(docs, paths) -> str:
+  """``python -m benchmarks.step_throughput``'s JSON (rows, ratios, machine), stamped."""
+  out = []
+  for doc in docs:
+    r = payload(doc)
+    rows = []
+    for x in r.get('rows', []):
+      mem = x.get('peak_mib') or x.get('memory_mib')
+      mem_cell = (_num(mem, 0) if mem is not None else
+                  f'{_num(x["xla_planned_mib"], 0)} (XLA plan)' if x.get('xla_planned_mib')
+                  else '')
+      rows.append([f'`{x["model"]}`', x['impl'], x['batch'],
+                   _num(x.get('compile_s'), 1) if x.get('compile_s') is not None else '',
+                   f'{_num(x["ms_per_step"], 1)} ({_num(x.get("ms_min"), 1)}-'
+                   f'{_num(x.get("ms_max"), 1)})', _num(x.get('images_per_s'), 0),
+                   _num(x.get('gflop_per_step'), 2) if x.get('gflop_per_step') else '',
+                   _num(x.get('gflop_per_s'), 1) if x.get('gflop_per_s') else '',
+                   mem_cell, f'{x.get("params", 0):,}'])
+    head = ['model', 'impl', 'batch', 'compile (s)', 'ms/step (min-max)', 'images/s',
+            'GFLOP/step', 'GFLOP/s', 'memory (MiB)', 'params']
+    out.append(_table(head, rows))
+    for name, ratio in r.get('ratios', {}).items():
+      out.append(f'\n**{name}: {ratio:.2f}** (ms/step of jaxgen over PyTorch; below 1 means '
+                 'jaxgen is faster)')
+  return '\n'.join(out + ['', sources(docs, paths)])
+
+
+def render_conv_layers(docs, paths) -> str:
+  """``python -m benchmarks.conv_layers --results``: per-layer times under each flag set."""
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    flags = 'jaxgen' if r.get('jaxgen_flags') else 'XLA default'
+    for x in r.get('rows', []):
+      rows.append([x['layer'], flags, f'{_num(x["forward_ms"], 1)} ms',
+                   f'{_num(x["kernel_grad_xla_ms"], 1)} ms',
+                   f'{_num(x["kernel_grad_s2d_ms"], 1)} ms', str(i)])
+  head = ['layer', 'flags', 'forward', 'kernel-grad (XLA)', 'kernel-grad (space-to-depth)',
+          'from']
+  return '\n'.join([_table(head, rows), '', sources(docs, paths)])
+
+
+def render_timings(docs, paths) -> str:
+  """``python -m jaxgen.results time --results``: wall time of each wrapped command."""
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    rows.append([f'`{r["command"]}`', _duration(r['seconds']), str(i)])
+  return '\n'.join([_table(['command', 'wall time', 'from'], rows), '', sources(docs, paths)])
+
+
+def render_index(docs, paths) -> str:
+  """No files: the list of every registered block, its files and their commands."""
+  del docs, paths
+  rows = []
+  for name, block in BLOCKS.items():
+    for src in block.sources:
+      rows.append([f'`{name}`', src.path, f'`{src.command}`'])
+  return _table(['block', 'file', 'command that writes it'], rows)
+
+
+# ------------------------------------------------------------------------------ the registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  path: str      # relative to the repository root
+  command: str   # the command that writes it
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  render: Callable[[list, list], str]
+  sources: tuple
+
+
+def _evaluate(name: str, args: str) -> Source:
+  path = f'docs/results/digits/{name}.json'
+  return Source(path, f'python -m jaxgen.evaluate {args} --results={path}')
+
+
+def _report(name: str, args: str) -> Source:
+  path = f'docs/results/gan_2d/{name}.json'
+  return Source(path, f'python -m experiments.gan_2d_report {args} --seeds=10 '
+                      f'--out=runs/gan_2d_report/{name} --results={path}')
+
+
+def _vae(name: str, workdir: str, k: int = 5000) -> Source:
+  path = f'docs/results/vae/{name}.json'
+  return Source(path, f'python -m jaxgen.vae_tools evaluate --workdir={workdir} --k={k} '
+                      f'--results={path}')
+
+
+def _timed(name: str, command: str, prefix: str = '') -> Source:
+  path = f'docs/results/quickstart/{name}.json'
+  return Source(path, f'{prefix}python -m jaxgen.results time --results={path} -- {command}')
+
+
+_STEP_MODELS = 'dcgan64,dcgan64_plain,dcgan32,sngan,mlp_gan,vae,cvae'
+
+BLOCKS: dict[str, Block] = {
+    'quickstart': Block(render_timings, (
+        _timed('install', 'pip install -e .',
+               prefix='python3 -m venv .venv && . .venv/bin/activate && '),
+        _timed('train_dcgan', 'python -m experiments.dcgan '
+               '--config=experiments/configs/dcgan.py --workdir=runs/dcgan'),
+    )),
+    'digits_scores': Block(render_digits_scores, (
+        _evaluate('real_test', '--real_split=test --dataset=jaxgen_digits --resolution=32 '
+                  '--metrics=is,fid,kid'),
+        _evaluate('dcgan', '--workdir=runs/dcgan --metrics=is,fid,kid --num_samples=1000'),
+        _evaluate('sngan', '--workdir=runs/sngan --metrics=is,fid,kid --num_samples=1000'),
+    )),
+    'gan_2d': Block(render_mode_coverage, (
+        _report('gan', '--datasets=ring,grid --methods=gan'),
+        _report('r1_ema_long', '--datasets=ring,grid --methods=r1_ema_long'),
+        _report('r1_ema_decay_ring', '--datasets=ring --methods=r1_ema_decay'),
+        _report('r1_ema_decay_grid', '--datasets=grid --methods=r1_ema_decay'),
+    )),
+    'gan_2d_wide': Block(render_mode_coverage, (
+        _report('r1_ema_wide', '--datasets=grid --methods=r1_ema_wide'),
+    )),
+    'vae_bounds': Block(render_vae_bounds, (
+        _vae('vae', 'runs/vae'),
+        _vae('vae2d', 'runs/vae2d'),
+        _vae('vaeconv', 'runs/vaeconv'),
+        _vae('cvae', 'runs/cvae'),
+        _vae('vaesoft', 'runs/vaesoft'),
+    )),
+    'vae_iwae_k': Block(render_iwae_k, tuple(
+        _vae(f'iwae_k{k}', 'runs/vae', k) for k in (1, 10, 100, 1000)) + (
+            _vae('vae', 'runs/vae'),)),  # k = 5,000: the file of the vae_bounds row
+    'cvae_class_accuracy': Block(render_class_accuracy, (
+        Source('docs/results/vae/cvae_class_accuracy.json',
+               'python -m jaxgen.vae_tools class-accuracy --workdir=runs/cvae --num=1000 '
+               '--results=docs/results/vae/cvae_class_accuracy.json'),
+    )),
+    'step_throughput': Block(render_step_throughput, (
+        Source('benchmarks/results/step_throughput_cpu.json',
+               f'python -m benchmarks.step_throughput --models={_STEP_MODELS} --warmup=2 '
+               '--blocks=5 --steps=3'),
+    )),
+    'conv_layers': Block(render_conv_layers, (
+        Source('benchmarks/results/conv_layers_jaxgen.json',
+               'python -m benchmarks.conv_layers --results=benchmarks/results/conv_layers_jaxgen.json'),
+        Source('benchmarks/results/conv_layers_xla.json',
+               'python -m benchmarks.conv_layers --no-jaxgen_flags '
+               '--results=benchmarks/results/conv_layers_xla.json'),
+    )),
+    'index': Block(render_index, ()),
+}
+
+# ------------------------------------------------------------------------------ pages
+
+BLOCK_RE = re.compile(r'<!-- results:(?P<name>[\w.-]+) -->\n?(?P<body>.*?)'
+                      r'<!-- /results:(?P=name) -->', re.S)
+LINK_RE = re.compile(r'!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)')
+CODE_RE = re.compile(r'`([^`\n]+)`')
+CODE_BLOCK_RE = re.compile(r'^```.*?^```', re.S | re.M)
+REPO_DIRS = ('jaxgen/', 'experiments/', 'tests/', 'benchmarks/', 'docs/')
+
+
+def pages(root: str = ROOT) -> list[str]:
+  """README.md and docs/*.md, relative to ``root``."""
+  found = ['README.md'] if os.path.exists(os.path.join(root, 'README.md')) else []
+  found += sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, 'docs', '*.md')))
+  return found
+
+
+def _body(text: str) -> str:
+  return '\n' + text.strip('\n') + '\n' if text.strip() else '\n'
+
+
+def render_block(name: str, page: str, root: str = ROOT, blocks=None):
+  """(markdown, problems) for block ``name`` on ``page``; markdown is None when it cannot be made."""
+  blocks = BLOCKS if blocks is None else blocks
+  if name not in blocks:
+    return None, [f'{page}: unknown results block {name!r} (registered: '
+                  f'{", ".join(sorted(blocks))})']
+  block = blocks[name]
+  docs, problems = [], []
+  for src in block.sources:
+    full = os.path.join(root, src.path)
+    doc = load(full)
+    if doc is None:
+      why = 'has no stamp' if os.path.exists(full) else 'is missing'
+      problems.append(f'{page}: block {name!r}: {src.path} {why}; run `{src.command}` to '
+                      f'produce it')
+    docs.append(doc)
+  if problems:
+    return None, problems
+  _PAGE_DIR[0] = os.path.dirname(page)
+  try:
+    return _body(block.render(docs, [s.path for s in block.sources])), []
+  except (KeyError, TypeError, ValueError, IndexError) as e:
+    return None, [f'{page}: block {name!r}: its files do not have the expected contents '
+                  f'({type(e).__name__}: {e})']
+  finally:
+    _PAGE_DIR[0] = ''
+
+
+def _process(root: str, blocks, write_pages: bool, allow_missing: bool):
+  problems, changed = [], []
+  for page in pages(root):
+    path = os.path.join(root, page)
+    with open(path) as f:
+      text = f.read()
+    page_problems = []
+
+    def replace(match, page=page, page_problems=page_problems):
+      name, body = match.group('name'), match.group('body')
+      new, probs = render_block(name, page, root, blocks)
+      if new is None:
+        missing_only = probs and all('; run `' in p for p in probs)
+        if not (allow_missing and missing_only):
+          page_problems.extend(probs)
+        return match.group(0)
+      if _body(body) != new:
+        page_problems.append(f'{page}: block {name!r} differs from what its files give; run '
+                             '`python -m jaxgen.results render`')
+      return f'<!-- results:{name} -->{new}<!-- /results:{name} -->'
+
+    # Blocks are looked for outside fenced code (where the syntax may be shown as an example).
+    parts, last = [], 0
+    for fence in CODE_BLOCK_RE.finditer(text):
+      parts += [BLOCK_RE.sub(replace, text[last:fence.start()]), fence.group(0)]
+      last = fence.end()
+    new_text = ''.join(parts + [BLOCK_RE.sub(replace, text[last:])])
+    if write_pages:
+      page_problems = [p for p in page_problems if 'differs from' not in p]
+      if new_text != text:
+        tmp = f'{path}.tmp{os.getpid()}'
+        with open(tmp, 'w') as f:
+          f.write(new_text)
+        os.replace(tmp, path)
+        changed.append(page)
+    problems += page_problems
+    problems += dead_links(page, new_text, root)
+  return problems, changed
+
+
+def dead_links(page: str, text: str, root: str = ROOT) -> list[str]:
+  """Links (and code spans naming repository files) on ``page`` that point nowhere."""
+  problems = []
+  base = os.path.dirname(page)
+  for target in LINK_RE.findall(text):
+    if re.match(r'^[a-z][a-z0-9+.-]*:', target) or target.startswith('#'):
+      continue  # http:, mailto:, in-page anchors
+    rel = target.split('#', 1)[0]
+    if rel and not os.path.exists(os.path.join(root, base, rel)):
+      problems.append(f'{page}: dead link {target!r}')
+  prose = CODE_BLOCK_RE.sub('', text)
+  for span in CODE_RE.findall(prose):
+    span = span.strip()
+    if not span.startswith(REPO_DIRS) or re.search(r'[\s*{}<>$|]|\.\.\.', span):
+      continue
+    rel = span.split('::', 1)[0]
+    rel = re.sub(r'(\.py):[\w,.-]*$', r'\1', rel)  # config file:variant
+    if not os.path.exists(os.path.join(root, rel.rstrip('/'))):
+      problems.append(f'{page}: names {span!r}, which does not exist')
+  return problems
+
+
+def check(root: str = ROOT, blocks=None, allow_missing: bool = False) -> list[str]:
+  """Every problem with the pages under ``root`` (empty when all is well)."""
+  return _process(root, BLOCKS if blocks is None else blocks, False, allow_missing)[0]
+
+
+def render(root: str = ROOT, blocks=None) -> tuple[list[str], list[str]]:
+  """Rewrites every block that its files can make; returns (changed pages, problems)."""
+  problems, changed = _process(root, BLOCKS if blocks is None else blocks, True, True)
+  return changed, problems
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def time_command(argv: Sequence[str], results: str, command: str) -> int:
+  """Runs ``argv``; when it succeeds, writes its wall time to ``results`` (made by ``command``)."""
+  t0 = time.perf_counter()
+  rc = subprocess.call(list(argv))
+  seconds = time.perf_counter() - t0
+  if rc != 0:
+    print(f'{shlex.join(argv)} exited with {rc}; nothing written.', file=sys.stderr)
+    return rc
+  inner = shlex.join(argv)
+  path = write(results, {'command': inner, 'seconds': seconds, 'returncode': rc}, command)
+  print(f'{inner}: {_duration(seconds)}; wrote {path}')
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  command = command_line('python -m jaxgen.results', argv)
+  inner = []
+  if '--' in argv:
+    i = argv.index('--')
+    argv, inner = argv[:i], argv[i + 1:]
+  p = argparse.ArgumentParser(prog='python -m jaxgen.results', description=__doc__.split('\n')[0])
+  sub = p.add_subparsers(dest='cmd', required=True)
+  for name, text in (('render', 'rewrite the results blocks of README.md and docs/*.md'),
+                     ('check', 'exit 1 when a block, a file or a link is wrong')):
+    s = sub.add_parser(name, help=text)
+    s.add_argument('--root', default=ROOT, help='repository root')
+    if name == 'check':
+      s.add_argument('--allow-missing', action='store_true',
+                     help='do not report blocks whose files are missing (while developing)')
+  s = sub.add_parser('list', help='every block, its files and the commands that make them')
+  s = sub.add_parser('time', help='run the command after -- and write its wall time')
+  s.add_argument('--results', required=True, help='results file to write')
+  args = p.parse_args(argv)
+  if args.cmd == 'time':
+    if not inner:
+      p.error('time needs a command after --')
+    return time_command(inner, args.results, command)
+  if args.cmd == 'list':
+    for name, block in BLOCKS.items():
+      for src in block.sources:
+        print(f'{name}\t{src.path}\t{src.command}')
+    return 0
+  if args.cmd == 'render':
+    changed, problems = render(args.root)
+    for page in changed:
+      print(f'rewrote {page}')
+  else:
+    problems = check(args.root, allow_missing=args.allow_missing)
+  for problem in problems:
+    print(problem, file=sys.stderr)
+  if args.cmd == 'check' and not problems:
+    print(f'ok: {len(pages(args.root))} pages, every results block matches its files, no dead '
+          'links')
+  return 1 if problems else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,302 @@
+"""Results files (stamp, write), the README/docs results blocks and their check."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxgen import results
+
+ROOT = results.ROOT
+
+
+def _git_head():
+  return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
+                        check=True).stdout.strip()
+
+
+# --------------------------------------------------------------------------- the repository
+
+
+def test_repository_pages_match_their_results_files_and_have_no_dead_links():
+  """README.md and docs/*.md: every results block equals what its files give; no dead links.
+
+  A block whose file is missing is reported with the command that produces it.
+  """
+  problems = results.check(ROOT)
+  assert not problems, 'python -m jaxgen.results check:\n' + '\n'.join(problems)
+
+
+def test_quickstart_test_command_line_is_unchanged():
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    lines = f.read().splitlines()
+  i = lines.index('<!-- test-command -->')
+  assert lines[i + 1] == '```bash'
+  assert lines[i + 2] == ("python3 -m venv .venv && . .venv/bin/activate && "
+                          "pip install -e '.[test]' && python -m pytest -n auto")
+
+
+def test_every_registered_block_appears_on_a_page():
+  text = ''
+  for page in results.pages(ROOT):
+    with open(os.path.join(ROOT, page)) as f:
+      text += f.read()
+  for name in results.BLOCKS:
+    assert f'<!-- results:{name} -->' in text, name
+
+
+# --------------------------------------------------------------------------- stamp and write
+
+
+def test_stamp_reads_machine_versions_and_commit():
+  s = results.stamp()
+  assert s['date'].endswith('Z') and s['date'][:2] == '20'
+  assert s['machine']['cores'] == os.cpu_count() and s['machine']['cpu']
+  assert s['python'] == '.'.join(map(str, sys.version_info[:3]))
+  import jax  # pylint: disable=g-import-not-at-top
+  assert s['versions']['jax'] == jax.__version__
+  assert set(s['versions']) == set(results.PACKAGES)
+  assert s['jax']['backend'] == jax.default_backend()
+  assert s['git']['commit'] == _git_head()
+  assert isinstance(s['git']['dirty'], bool)
+
+
+def test_write_is_atomic_json_with_command_stamp_and_result(tmp_path):
+  path = tmp_path / 'sub' / 'r.json'
+  results.write(str(path), {'x': np.float32(1.5), 'n': np.int64(3), 'a': np.arange(2)},
+                'python -m something --flag=1')
+  assert sorted(os.listdir(path.parent)) == ['r.json']  # no temporary file left
+  doc = json.loads(path.read_text())
+  assert doc['command'] == 'python -m something --flag=1'
+  assert doc['result'] == {'x': 1.5, 'n': 3, 'a': [0, 1]}
+  assert doc['stamp']['git']['commit'] == _git_head()
+  assert results.load(str(path)) == doc
+  path.write_text(json.dumps({'rows': []}))  # unstamped files do not count
+  assert results.load(str(path)) is None
+
+
+def test_command_line_quotes_arguments():
+  assert (results.command_line('python -m x', ['--a=1', '--b=two words'])
+          == "python -m x --a=1 '--b=two words'")
+
+
+# --------------------------------------------------------------------------- blocks and check
+
+
+def _render_value(docs, paths):
+  return '\n'.join(f'value {results.payload(d)["value"]} ({p})' for d, p in zip(docs, paths))
+
+
+BLOCKS = {'demo': results.Block(_render_value, (
+    results.Source('docs/results/demo.json', 'python -m demo --results=docs/results/demo.json'),))}
+
+PAGE = """# Demo
+
+[guide](docs/guide.md) and ![picture](docs/images/pic.png)
+
+<!-- results:demo -->
+<!-- /results:demo -->
+"""
+
+
+@pytest.fixture
+def repo(tmp_path):
+  (tmp_path / 'docs' / 'images').mkdir(parents=True)
+  (tmp_path / 'docs' / 'images' / 'pic.png').write_bytes(b'png')
+  (tmp_path / 'docs' / 'guide.md').write_text('Back to the [README](../README.md).\n')
+  (tmp_path / 'README.md').write_text(PAGE)
+  return tmp_path
+
+
+def test_missing_file_is_reported_with_its_command(repo):
+  problems = results.check(str(repo), BLOCKS)
+  assert len(problems) == 1
+  assert 'docs/results/demo.json is missing' in problems[0]
+  assert 'run `python -m demo --results=docs/results/demo.json`' in problems[0]
+  assert results.check(str(repo), BLOCKS, allow_missing=True) == []
+  (repo / 'docs' / 'results').mkdir()
+  (repo / 'docs' / 'results' / 'demo.json').write_text('{"value": 3}')
+  assert 'has no stamp' in results.check(str(repo), BLOCKS)[0]
+
+
+def test_render_fills_blocks_and_check_detects_a_changed_number(repo):
+  results.write(str(repo / 'docs' / 'results' / 'demo.json'), {'value': 41.5}, 'python -m demo')
+  assert results.check(str(repo), BLOCKS)[0].endswith('run `python -m jaxgen.results render`')
+  changed, problems = results.render(str(repo), BLOCKS)
+  assert changed == ['README.md'] and problems == []
+  text = (repo / 'README.md').read_text()
+  assert ('<!-- results:demo -->\nvalue 41.5 (docs/results/demo.json)\n<!-- /results:demo -->'
+          in text)
+  assert results.check(str(repo), BLOCKS) == []
+  assert results.render(str(repo), BLOCKS) == ([], [])  # idempotent
+  (repo / 'README.md').write_text(text.replace('41.5', '41.6'))
+  problems = results.check(str(repo), BLOCKS)
+  assert len(problems) == 1 and "block 'demo' differs" in problems[0]
+  # A new result in the file is also a difference.
+  (repo / 'README.md').write_text(text)
+  results.write(str(repo / 'docs' / 'results' / 'demo.json'), {'value': 40.0}, 'python -m demo')
+  assert "block 'demo' differs" in results.check(str(repo), BLOCKS)[0]
+
+
+def test_unknown_block_and_dead_links_are_reported(repo):
+  (repo / 'docs' / 'other.md').write_text(
+      '<!-- results:nope -->\n<!-- /results:nope -->\n[x](missing.md) [y](../README.md#top) '
+      '[web](https://example.com) `jaxgen/train/trainer.py` `docs/guide.md` '
+      '`docs/guide.md::section` `tests/*.py`\n')
+  problems = results.check(str(repo), BLOCKS, allow_missing=True)
+  assert any("unknown results block 'nope'" in p for p in problems)
+  assert any("dead link 'missing.md'" in p for p in problems)
+  assert any("'jaxgen/train/trainer.py', which does not exist" in p for p in problems)
+  assert len(problems) == 3, problems
+
+
+def test_cli_check_exit_codes(repo):
+  (repo / 'README.md').write_text(PAGE.replace('demo', 'vae_bounds'))  # the real registry
+  assert results.main(['check', f'--root={repo}', '--allow-missing']) == 0
+  assert results.main(['check', f'--root={repo}']) == 1  # its files are missing
+  assert results.main(['render', f'--root={repo}']) == 0  # nothing to render is no error
+
+
+def test_time_writes_wall_time_and_command(tmp_path):
+  path = tmp_path / 't.json'
+  assert results.main(['time', f'--results={path}', '--', sys.executable, '-c', 'pass']) == 0
+  doc = results.load(str(path))
+  assert doc['command'].startswith('python -m jaxgen.results time --results=')
+  assert doc['result']['seconds'] > 0 and doc['result']['returncode'] == 0
+  assert results.main(['time', f'--results={tmp_path / "f.json"}', '--', sys.executable,
+                       '-c', 'raise SystemExit(3)']) == 3
+  assert not (tmp_path / 'f.json').exists()
+
+
+# --------------------------------------------------------------------------- every renderer
+
+
+def _fake_results(source: results.Source, i: int) -> dict:
+  """A result of the format each registered block's command writes."""
+  cmd = source.command
+  if 'jaxgen.results time' in cmd:
+    return {'command': cmd.split(' -- ', 1)[1], 'seconds': 100.0 + i, 'returncode': 0}
+  if 'jaxgen.evaluate' in cmd:
+    real = '--real_split' in cmd
+    return {'time': '2026-12-03T00:00:00', 'source': 'real:test' if real else 'generated',
+            'num_samples': 359 if real else 1000, 'step': 0 if real else 2000, 'seed': 0,
+            'metrics': {'digits_is': 7.0 + i, 'digits_is_std': 0.1, 'digits_fid': 30.0 + i,
+                        'digits_kid': 0.01, 'digits_kid_std': 0.001},
+            'dataset': 'jaxgen_digits', 'resolution': 32, 'reference_split': 'train',
+            'feature_spaces': {'digits': 'classifier:jaxgen_digits:32:v1:sha256=abc'},
+            'classifier_test_accuracy': 0.986, 'workdir': None if real else 'runs/x'}
+  if 'gan_2d_report' in cmd:
+    summary = {'modes': [8.0, 0.0], 'hq_percent': [98.0, 0.3], 'reverse_kl': [0.001, 0.0],
+               'all_modes_runs': 10, 'diverged_runs': 0, 'num_seeds': 10}
+    return {'runs': [{'dataset': 'grid', 'method': f'm{i}', 'summary': summary,
+                      'train_seconds': 1000.0, 'config': {}, 'runs': []}],
+            'published': [{'dataset': 'grid', 'method': 'GAN (PacGAN Table 1)', 'modes': 17.3,
+                           'hq_percent': 94.8, 'source': 'Lin et al. 2018, Table 1'}]}
+  if 'class-accuracy' in cmd:
+    return {'accuracy': 0.99, 'per_class': {str(c): 0.99 for c in range(10)},
+            'num_samples': 1000, 'classifier_test_accuracy': 0.98, 'classifier': 'clf',
+            'step': 6000, 'workdir': 'runs/cvae', 'config': {}}
+  if 'vae_tools evaluate' in cmd:
+    k = int(cmd.split('--k=')[1].split()[0])
+    return {'elbo': -88.0, 'log_lik': -80.0, 'kl': 8.0, 'iwae': -87.0 + 1 / k,
+            'num_examples': 359, 'iwae_k': k, 'step': 6000, 'split': 'test',
+            'workdir': 'runs/vae', 'config': {
+                'model': {'num_classes': 0, 'encoder': 'mlp', 'hidden': [256, 256],
+                          'latent_dim': 16}, 'binarize': 'dynamic', 'num_steps': 6000}}
+  if 'step_throughput' in cmd:
+    row = {'model': 'dcgan64', 'impl': 'jaxgen', 'batch': 64, 'compile_s': 11.0,
+           'ms_per_step': 2000.0, 'ms_min': 1900.0, 'ms_max': 2100.0, 'images_per_s': 32.0,
+           'gflop_per_step': 139.6, 'gflop_per_s': 69.7, 'params': 6342272,
+           'xla_planned_mib': 313.4}
+    torch_row = dict(row, impl='pytorch', compile_s=None, gflop_per_step=None,
+                     gflop_per_s=None, xla_planned_mib=None)
+    return {'machine': {}, 'rows': [row, torch_row],
+            'ratios': {'dcgan64 / PyTorch DCGAN-64, batch 64': 0.87}, 'settings': {}}
+  if 'conv_layers' in cmd:
+    return {'batch': 64, 'repeats': 5, 'jaxgen_flags': '--no-jaxgen_flags' not in cmd,
+            'rows': [{'layer': '32x32 -> 16x16, 64 -> 128', 'forward_ms': 44.0,
+                      'kernel_grad_xla_ms': 68.0, 'kernel_grad_s2d_ms': 100.0}]}
+  raise AssertionError(f'no fake result for {cmd}')
+
+
+def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
+  (tmp_path / 'docs').mkdir()
+  page = '\n\n'.join(f'<!-- results:{n} -->\n<!-- /results:{n} -->' for n in results.BLOCKS)
+  (tmp_path / 'docs' / 'all.md').write_text(page + '\n')
+  for block in results.BLOCKS.values():
+    for i, src in enumerate(block.sources):
+      results.write(str(tmp_path / src.path), _fake_results(src, i), src.command)
+  changed, problems = results.render(str(tmp_path))
+  assert changed == ['docs/all.md'] and problems == []
+  assert results.check(str(tmp_path)) == []
+  text = (tmp_path / 'docs' / 'all.md').read_text()
+  for block in results.BLOCKS.values():
+    for src in block.sources:  # each file is listed with its command, linked from the page
+      assert f'`{src.command}`' in text
+      assert f'({os.path.relpath(src.path, "docs")})' in text
+  assert '| 2,000.0 (1,900.0-2,100.0) |' in text and '**dcgan64 / PyTorch' in text
+  assert 'grid | GAN (PacGAN Table 1) | 17.3 | 94.8' in text
+
+
+# --------------------------------------------------------------------------- the commands' flag
+
+
+def test_evaluate_results_flag_writes_the_record(tmp_path, monkeypatch):
+  from jaxgen import evaluate  # pylint: disable=g-import-not-at-top
+  record = {'metrics': {'digits_is': 7.5}, 'source': 'real:test', 'num_samples': 3,
+            'dataset': 'jaxgen_digits', 'resolution': 32, 'reference_split': 'train'}
+  monkeypatch.setattr(evaluate, 'evaluate', lambda args: dict(record))
+  path = tmp_path / 'e.json'
+  argv = ['--real_split=test', '--dataset=jaxgen_digits', '--resolution=32',
+          f'--results={path}']
+  assert evaluate.main(argv) == 0
+  doc = results.load(str(path))
+  assert doc['command'] == 'python -m jaxgen.evaluate ' + ' '.join(argv)
+  assert doc['result'] == dict(record, workdir=None)
+
+
+def test_vae_tools_results_flag(tmp_path, monkeypatch):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxgen import vae_tools  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({'data': {'eval_split': 'test'}, 'model': {}})
+  monkeypatch.setattr(vae_tools, 'load_run', lambda workdir, step: (config, None, None, 7))
+  monkeypatch.setattr(vae_tools, '_load_eval_split', lambda *a: (np.zeros((2, 4, 4, 1)), None))
+  monkeypatch.setattr(vae_tools.vae_family, 'evaluate_params',
+                      lambda *a, **k: {'elbo': -1.0, 'iwae': -0.5, 'iwae_k': k['iwae_k']})
+  monkeypatch.setattr(vae_tools, 'class_accuracy', lambda *a: {'accuracy': 0.9})
+  path = tmp_path / 'v.json'
+  assert vae_tools.main(['evaluate', '--workdir=runs/v', '--k=10', f'--results={path}']) == 0
+  doc = results.load(str(path))
+  assert doc['command'] == f'python -m jaxgen.vae_tools evaluate --workdir=runs/v --k=10 --results={path}'
+  assert doc['result']['iwae_k'] == 10 and doc['result']['step'] == 7
+  assert doc['result']['workdir'] == 'runs/v' and doc['result']['config'] == config.to_dict()
+  assert vae_tools.main(['class-accuracy', '--workdir=runs/c', f'--results={path}']) == 0
+  assert results.load(str(path))['result']['accuracy'] == 0.9
+
+
+def test_gan_2d_report_results_flag(tmp_path, monkeypatch):
+  from experiments import gan_2d_report as report  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  summary = {'modes': (8.0, 0.0), 'hq_percent': (90.0, 1.0), 'reverse_kl': (0.01, 0.0),
+             'all_modes_runs': 1, 'diverged_runs': 0, 'num_seeds': 1}
+  monkeypatch.setattr(report, 'make_config', lambda d, m, o: ml_collections.ConfigDict(
+      {'num_steps': 1}))
+  monkeypatch.setattr(report, 'train_seeds', lambda *a, **k: (None, {
+      'train_seconds': 1.0, 'nonfinite_steps': [0]}))
+  monkeypatch.setattr(report, 'evaluate_seeds', lambda *a: ([{'seed': 0}], [None], [None]))
+  monkeypatch.setattr(report, 'summarize', lambda records: summary)
+  monkeypatch.setattr(report, 'scatter_grid', lambda *a: np.zeros((4, 4, 3), np.uint8))
+  path = tmp_path / 'r.json'
+  report.run_report(['ring'], ['gan'], [0], str(tmp_path / 'out'), log=None,
+                    results_path=str(path), command='python -m experiments.gan_2d_report x')
+  doc = results.load(str(path))
+  assert doc['command'] == 'python -m experiments.gan_2d_report x'
+  with open(tmp_path / 'out' / 'results.json') as f:
+    assert doc['result']['runs'] == json.load(f)
+  assert {p['method'] for p in doc['result']['published']} == {
+      'GAN (PacGAN Table 1)', 'PacGAN4 (PacGAN Table 1)'}
+  assert all(p['dataset'] == 'ring' for p in doc['result']['published'])
