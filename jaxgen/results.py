@@ -566,7 +566,7 @@ def _process(root: str, blocks, write_pages: bool, allow_missing: bool):
       name, body = match.group('name'), match.group('body')
       new, probs = render_block(name, page, root, blocks)
       if new is None:
-        missing_only = probs and all('; run `' in p for p in probs)
+        missing_only = probs and all(_is_missing(p) for p in probs)
         if not (allow_missing and missing_only):
           page_problems.extend(probs)
         return match.group(0)
@@ -622,9 +622,16 @@ def check(root: str = ROOT, blocks=None, allow_missing: bool = False) -> list[st
 
 
 def render(root: str = ROOT, blocks=None) -> tuple[list[str], list[str]]:
-  """Rewrites every block that its files can make; returns (changed pages, problems)."""
-  problems, changed = _process(root, BLOCKS if blocks is None else blocks, True, True)
+  """Rewrites every block that its files can make; returns (changed pages, problems).
+
+  Blocks whose files are missing are left as they are and listed among the problems.
+  """
+  problems, changed = _process(root, BLOCKS if blocks is None else blocks, True, False)
   return changed, problems
+
+
+def _is_missing(problem: str) -> bool:
+  return problem.endswith('to produce it')
 
 
 # ------------------------------------------------------------------------------ commands
@@ -681,7 +688,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = check(args.root, allow_missing=args.allow_missing)
   for problem in problems:
     print(problem, file=sys.stderr)
-  if args.cmd == 'check' and not problems:
+  if args.cmd == 'render':  # Blocks waiting for their files are no error here; check says so.
+    return 1 if any(not _is_missing(p) for p in problems) else 0
+  if not problems:
     print(f'ok: {len(pages(args.root))} pages, every results block matches its files, no dead '
           'links')
   return 1 if problems else 0
