@@ -1,11 +1,11 @@
 """Training processes for the multi-device / multi-process tests, and the helpers that run them.
 
-As a script it is the real launcher (``experiments.launch``: --config, --workdir, --config.*,
+Every model family runs through it (``FAMILY_CONFIGS``). As a script it is the real launcher (``experiments.launch``: --config, --workdir, --config.*,
 and the distributed flags --coordinator_address/--num_processes/--process_id) with a train
 function that, after ``train_and_evaluate``, saves what the tests compare:
 
   <workdir>/final_p<process>.npz   every leaf of the final state (host copies), named by its
-                                   path in the state ('g_params/Conv_0/kernel', ...)
+                                   path in the state ('nets/g/params/Conv_0/kernel', ...)
   <workdir>/init_p<process>.npz    the same for the initial state (to see training moved it)
   <workdir>/final_p<process>.json  process/device counts, the final step, and (with
                                    JAXGEN_TEST_STEP_FLOPS=1) the per-device flops of the
@@ -17,7 +17,7 @@ One test-only switch (a test helper, not a feature):
                                    tfds.even_splits(split, n)[p], placed p-th), so a
                                    one-process run sees the same data as an n-process run.
 
-  python -m tests.multihost_worker --config=experiments/configs/dcgan.py:tiny --workdir=W \
+  python -m tests.multihost_worker --config=experiments/configs/vae.py:tiny --workdir=W \
       --config.data.data_dir=D [--coordinator_address=127.0.0.1:P --num_processes=2 --process_id=i]
 """
 from __future__ import annotations
@@ -36,10 +36,15 @@ import numpy as np
 EMULATE_ENV = 'JAXGEN_TEST_EMULATE_PROCESSES'
 FLOPS_ENV = 'JAXGEN_TEST_STEP_FLOPS'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Tiny and short: 4 steps, logs every step, one sample grid, one checkpoint at the end.
-BASE_ARGS = ('--config=experiments/configs/dcgan.py:tiny', '--config.num_steps=4',
-             '--config.log_every=1', '--config.num_sample_snapshots=1',
-             '--config.checkpoint_every=4')
+# The tiny config of each family the engine tests run.
+FAMILY_CONFIGS = {'gan': 'experiments/configs/dcgan.py:tiny',
+                  'vae': 'experiments/configs/vae.py:tiny',
+                  'cvae': 'experiments/configs/cvae.py:tiny'}
+# Tiny and short: 4 steps, logs every step, one sample grid, one checkpoint at the end,
+# the family's own evaluation at the end only, no figures.
+BASE_ARGS = ('--config.num_steps=4', '--config.log_every=1', '--config.num_sample_snapshots=1',
+             '--config.checkpoint_every=4', '--config.eval_every=0',
+             '--config.write_figures=False')
 
 
 # ---------------------------------------------------------------------------- in the worker
@@ -50,6 +55,8 @@ def emulated_make_dataset(make_dataset, num_processes):
   import jax  # pylint: disable=g-import-not-at-top
 
   def make(data_config, split, batch_size, **kwargs):
+    if not kwargs.get('repeat', True):  # Whole-split reads (evaluation) are the same anyway.
+      return make_dataset(data_config, split, batch_size, **kwargs)
     if batch_size % num_processes:
       raise ValueError(f'batch {batch_size} does not split over {num_processes} processes')
     streams = []
@@ -72,25 +79,27 @@ def step_flops(config):
   """Per-device flops of the compiled (partitioned) train step, by XLA's cost analysis."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import step as step_lib, trainer  # pylint: disable=g-import-not-at-top
-  g, d, g_tx, d_tx, init, shape = trainer.build(config)
-  mesh = trainer.make_mesh()
+  from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import base  # pylint: disable=g-import-not-at-top
+  config, module = loop.prepare(config)
+  family = module.build(config, with_data=False)
+  mesh = loop.make_mesh()
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, 'data'))
   # Abstract arguments must carry their shardings (jit's in_shardings do not type them).
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                       jax.eval_shape(init))
-  batch = {'image': jax.ShapeDtypeStruct((1, config.batch_size * config.n_dis, *shape),
-                                         np.float32, sharding=data)}
-  fn = jax.jit(step_lib.make_multi_step(
-      step_lib.make_train_step(config, g, d, g_tx, d_tx), 1),
-      in_shardings=(replicated, data), out_shardings=(replicated, replicated))
+                       jax.eval_shape(lambda: family.init(jax.random.PRNGKey(config.seed))))
+  n = family.examples_per_step
+  specs = {'image': ((1, n, *base.data_shape(config)), np.float32), 'label': ((1, n), np.int32)}
+  batch = {k: jax.ShapeDtypeStruct(*specs[k], sharding=data) for k in family.batch_keys}
+  fn = jax.jit(loop.make_multi_step(family.train_step, 1), in_shardings=(replicated, data),
+               out_shardings=(replicated, replicated))
   with jax.set_mesh(mesh):
     cost = fn.lower(state, batch).compile().cost_analysis()
   return float((cost[0] if isinstance(cost, list) else cost)['flops'])
 
 
 def named_leaves(state):
-  """{'g_params/Conv_0/kernel': host array, ...}; replicated arrays give a full local copy."""
+  """{'nets/g/params/Conv_0/kernel': host array, ...}; replicated arrays give a full local copy."""
   import flax  # pylint: disable=g-import-not-at-top
   flat = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(state), sep='/')
   return {k: np.asarray(v) for k, v in flat.items()}
@@ -99,17 +108,20 @@ def named_leaves(state):
 def train_and_dump(config, workdir):
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.data import pipeline  # pylint: disable=g-import-not-at-top
-  from jaxgen.train import trainer  # pylint: disable=g-import-not-at-top
+  from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
 
   with contextlib.ExitStack() as stack:
     n = int(os.environ.get(EMULATE_ENV, '0'))
     if n:
       stack.enter_context(mock.patch.object(
           pipeline, 'make_dataset', emulated_make_dataset(pipeline.make_dataset, n)))
-    state = trainer.train_and_evaluate(config, workdir)
+    state = loop.train_and_evaluate(config, workdir)
 
   p = jax.process_index()
-  init = jax.jit(trainer.build(config)[4])()  # Process-local: no cross-process program.
+  resolved, module = loop.prepare(config)
+  family = module.build(resolved, with_data=False)
+  # Process-local: no cross-process program.
+  init = jax.jit(lambda: family.init(jax.random.PRNGKey(resolved.seed)))()
   np.savez(os.path.join(workdir, f'init_p{p}.npz'), **named_leaves(init))
   np.savez(os.path.join(workdir, f'final_p{p}.npz'), **named_leaves(state))
   info = {'process_index': p, 'process_count': jax.process_count(),
@@ -144,9 +156,9 @@ def worker_env(devices: int, **extra) -> dict:
   return env
 
 
-def command(workdir, data_dir, *args):
-  return [sys.executable, '-m', 'tests.multihost_worker', *BASE_ARGS, f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}', *args]
+def command(workdir, data_dir, *args, family='gan'):
+  return [sys.executable, '-m', 'tests.multihost_worker', f'--config={FAMILY_CONFIGS[family]}',
+          *BASE_ARGS, f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *args]
 
 
 class WorkerError(AssertionError):

@@ -1,114 +1,11 @@
-"""Multi-process training: two local JAX processes (jax.distributed over 127.0.0.1, gloo CPU
-collectives), each with 2 CPU devices, train the tiny DCGAN through the real launcher.
+"""jaxgen.distributed's pure parts: settings checks, cluster detection, the launcher's flags.
 
-Checked: both processes end with bitwise-identical replicated states; the 2-process run
-agrees with a 1-process, 1-device run that reads the same global batches (process p's share
-of every batch comes from its own ``tfds.even_splits`` part, see ``multihost_worker``) to
-float tolerance (rtol = atol = 1e-5, see test_multidevice: reduction order only); logs,
-metrics and sample grids come from process 0 only; and the checkpoint the two processes
-wrote together restores bit for bit in a 1-process run.
-
-The pure parts of ``jaxgen.distributed`` (settings checks, cluster detection) are tested
-in-process without starting anything.
+Training with two jax.distributed processes (each family, against one process, and the
+checkpoint they write together) is tested in tests/test_engine.py.
 """
-import json
-import os
-import shutil
-
-import numpy as np
 import pytest
 
 from jaxgen import distributed
-from tests import multihost_worker as mw
-from tests.test_multidevice import ATOL, RTOL, assert_trained_far, compare_states, prepare_digits
-
-TIMEOUT_S = 540
-
-
-def _two_process_jobs(workdir, data_dir, port):
-  return [(f'proc{i}', mw.command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}',
-                                  '--num_processes=2', f'--process_id={i}'),
-           mw.worker_env(2)) for i in range(2)]
-
-
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory, tfds_dir):
-  """The 2-process run and its 1-process reference, trained once for the module."""
-  root = tmp_path_factory.mktemp('multihost')
-  prepare_digits(tfds_dir)
-  two, ref = str(root / 'two_process'), str(root / 'reference')
-  reference = ('reference', mw.command(ref, tfds_dir),
-               mw.worker_env(1, **{mw.EMULATE_ENV: 2}))
-  for attempt in range(2):
-    try:
-      mw.run_group(_two_process_jobs(two, tfds_dir, mw.free_port()) + [reference],
-                   TIMEOUT_S, str(root))
-      break
-    except mw.WorkerError as e:
-      # A port taken between free_port() and the coordinator's bind: once more, new port.
-      if attempt or 'address already in use' not in str(e).lower():
-        raise
-      shutil.rmtree(two, ignore_errors=True)
-      shutil.rmtree(ref, ignore_errors=True)
-  return {'two': two, 'ref': ref, 'root': str(root), 'data_dir': tfds_dir}
-
-
-@pytest.mark.multiprocess
-def test_two_processes_agree_with_each_other_and_with_one_process(runs):
-  infos = []
-  for p in range(2):
-    with open(os.path.join(runs['two'], f'final_p{p}.json')) as f:
-      infos.append(json.load(f))
-  assert [i['process_index'] for i in infos] == [0, 1]
-  for info in infos:
-    assert info['process_count'] == 2 and info['device_count'] == 4
-    assert info['local_device_count'] == 2 and info['step'] == 4
-  p0, p1 = (mw.load_leaves(os.path.join(runs['two'], f'final_p{p}.npz')) for p in range(2))
-  assert sorted(p0) == sorted(p1)
-  for name in p0:  # One replicated state: every process holds the same bits.
-    np.testing.assert_array_equal(p0[name], p1[name], err_msg=name)
-  ref = mw.load_leaves(os.path.join(runs['ref'], 'final_p0.npz'))
-  compare_states(ref, p0, '2 processes x 2 devices vs 1 process x 1 device')
-  assert_trained_far(mw.load_leaves(os.path.join(runs['ref'], 'init_p0.npz')), ref, 10 * ATOL)
-  from jaxgen.train.writers import read_metrics  # pylint: disable=g-import-not-at-top
-  m2, m1 = read_metrics(runs['two']), read_metrics(runs['ref'])
-  # Written by process 0 alone: each step exactly once.
-  assert [r['step'] for r in m2] == [r['step'] for r in m1] == [1, 2, 3, 4]
-  for r2, r1 in zip(m2, m1):
-    for key in ('d_loss', 'g_loss', 'd_real_logit', 'd_fake_logit'):
-      np.testing.assert_allclose(r2[key], r1[key], rtol=RTOL, atol=ATOL, err_msg=key)
-
-
-@pytest.mark.multiprocess
-def test_outputs_come_from_process_0_only(runs):
-  two = runs['two']
-  assert os.listdir(os.path.join(two, 'samples')) == ['step_0000004.png']
-  assert os.path.exists(os.path.join(two, 'progress.png'))
-  events = [f for f in os.listdir(os.path.join(two, 'tensorboard')) if 'tfevents' in f]
-  assert len(events) == 1, events
-  with open(os.path.join(two, 'config.json')) as f:
-    assert json.load(f)['num_steps'] == 4
-
-
-@pytest.mark.multiprocess
-def test_two_process_checkpoint_restores_in_one_process(runs, tmp_path):
-  # A copy of the run's directory (its checkpoint, written collectively by both processes),
-  # opened by one process with one device: it restores step 4 (nothing is left to train)
-  # and must hold exactly what the processes had in memory.
-  workdir = str(tmp_path / 'restored')
-  shutil.copytree(runs['two'], workdir,
-                  ignore=shutil.ignore_patterns('final_p*', 'init_p*'))
-  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['4']
-  mw.run_group([('restore', mw.command(workdir, runs['data_dir']), mw.worker_env(1))],
-               TIMEOUT_S, str(tmp_path))
-  with open(os.path.join(workdir, 'final_p0.json')) as f:
-    info = json.load(f)
-  assert info['process_count'] == 1 and info['device_count'] == 1 and info['step'] == 4
-  restored = mw.load_leaves(os.path.join(workdir, 'final_p0.npz'))
-  written = mw.load_leaves(os.path.join(runs['two'], 'final_p0.npz'))
-  assert sorted(restored) == sorted(written)
-  for name in written:
-    np.testing.assert_array_equal(restored[name], written[name], err_msg=name)
 
 
 # ---------------------------------------------------------------------------- no processes

@@ -1,4 +1,7 @@
-"""train_and_evaluate end to end on the embedded digits: files, finiteness, resume, bad input."""
+"""The GAN family through the engine on the embedded digits: files, losses, n_dis, bad input.
+
+Resume, signals, divergence, devices and processes are checked for every family in
+tests/test_engine.py."""
 import json
 import os
 
@@ -6,21 +9,19 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgen.train import trainer
-from jaxgen.train.writers import read_metrics
+from jaxgen.engine import loop
+from jaxgen.engine.writers import read_metrics
 
 
 def leaves(state):
-  return [np.asarray(x) for x in jax.tree.leaves(
-      (state.g_params, state.d_params, state.g_state, state.d_state, state.g_opt_state,
-       state.d_opt_state))]
+  return [np.asarray(x) for x in jax.tree.leaves(state.nets)]
 
 
 @pytest.mark.parametrize('model', ['dcgan', 'gan'])
 def test_experiment_end_to_end(tiny_config, tmp_path, model):
   cfg = tiny_config(model, num_steps=10, checkpoint_every=5)
   workdir = str(tmp_path / model)
-  state = trainer.train_and_evaluate(cfg, workdir)
+  state = loop.train_and_evaluate(cfg, workdir)
   assert int(state.step) == 10
   for name in ('config.json', 'metrics.jsonl', 'progress.png'):
     assert os.path.exists(os.path.join(workdir, name)), name
@@ -37,28 +38,10 @@ def test_experiment_end_to_end(tiny_config, tmp_path, model):
     assert json.load(f)['model']['name'] == cfg.model.name
 
 
-def test_resume_equals_uninterrupted_run(tiny_config, tmp_path):
-  n = 8
-  full = trainer.train_and_evaluate(tiny_config(num_steps=n, checkpoint_every=n, ema_decay=0.9),
-                                    str(tmp_path / 'full'))
-  half_dir = str(tmp_path / 'half')
-  trainer.train_and_evaluate(tiny_config(num_steps=n // 2, checkpoint_every=n, ema_decay=0.9),
-                             half_dir)
-  resumed = trainer.train_and_evaluate(
-      tiny_config(num_steps=n, checkpoint_every=n, ema_decay=0.9), half_dir)
-  assert int(resumed.step) == n
-  for a, b in zip(leaves(full), leaves(resumed)):
-    np.testing.assert_array_equal(a, b)
-  for a, b in zip(jax.tree.leaves(full.ema_params), jax.tree.leaves(resumed.ema_params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  steps = [r['step'] for r in read_metrics(half_dir)]
-  assert steps == list(range(1, n + 1))
-
-
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny_config, tmp_path):
-  a = trainer.train_and_evaluate(tiny_config(num_steps=3), str(tmp_path / 'a'))
-  b = trainer.train_and_evaluate(tiny_config(num_steps=3), str(tmp_path / 'b'))
-  c = trainer.train_and_evaluate(tiny_config(num_steps=3, seed=1), str(tmp_path / 'c'))
+  a = loop.train_and_evaluate(tiny_config(num_steps=3), str(tmp_path / 'a'))
+  b = loop.train_and_evaluate(tiny_config(num_steps=3), str(tmp_path / 'b'))
+  c = loop.train_and_evaluate(tiny_config(num_steps=3, seed=1), str(tmp_path / 'c'))
   for x, y in zip(leaves(a), leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
@@ -66,7 +49,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny_config, tmp_path):
 
 def test_k_discriminator_steps_and_every_loss(tiny_config, tmp_path):
   for loss in ('minimax', 'hinge', 'wasserstein', 'least_squares'):
-    state = trainer.train_and_evaluate(
+    state = loop.train_and_evaluate(
         tiny_config(num_steps=2, n_dis=2, **{'loss.name': loss}), str(tmp_path / loss))
     assert int(state.step) == 2
     rec = read_metrics(str(tmp_path / loss))[-1]
@@ -74,9 +57,14 @@ def test_k_discriminator_steps_and_every_loss(tiny_config, tmp_path):
 
 
 def test_steps_per_dispatch_matches_single_steps(tiny_config, tmp_path):
-  a = trainer.train_and_evaluate(tiny_config(num_steps=4), str(tmp_path / 'a'))
-  b = trainer.train_and_evaluate(tiny_config(num_steps=4, steps_per_dispatch=2),
+  a = loop.train_and_evaluate(tiny_config(num_steps=4), str(tmp_path / 'a'))
+  b = loop.train_and_evaluate(tiny_config(num_steps=4, steps_per_dispatch=2),
                                  str(tmp_path / 'b'))
+  # The scanned block is compiled as a loop body, the single step as straight code: XLA may
+  # order reductions differently, a few float32 ulps (~1e-7 relative) per reduction. Over 4
+  # Adam steps (each moves a weight by at most lr = 2e-4 along sign-like directions) such
+  # differences stay below 1e-6 absolute on weights of size <= 1; computing anything else
+  # (other noise, other batches) would move weights by ~lr per step.
   for x, y in zip(leaves(a), leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
@@ -87,7 +75,9 @@ def test_steps_per_dispatch_matches_single_steps(tiny_config, tmp_path):
     ({'model.resolution': 48, 'data.resolution': 48}, 'resolution'),
     ({'optimizer.g_lr': 0.0}, 'g_lr must be positive'),
     ({'optimizer.d_lr': -1e-4}, 'd_lr must be positive'),
-    ({'batch_size': 0}, 'batch_size must be positive'),
+    ({'batch_size': 0}, 'batch_size must be a positive integer'),
+    ({'family': 'diffusion'}, 'Unknown family'),
+    ({'penalty.name': 'wgan_gp', 'penalty.weight': 10.0}, 'BatchNorm discriminator'),
     ({'loss.name': 'wgan'}, 'accepted: minimax'),
     ({'model.resolution': 32}, 'must equal data.resolution'),
     ({'divergence_policy': 'pray'}, 'divergence_policy'),
@@ -95,24 +85,24 @@ def test_steps_per_dispatch_matches_single_steps(tiny_config, tmp_path):
 def test_bad_config_fails_before_anything_is_written(tiny_config, tmp_path, overrides, match):
   workdir = tmp_path / 'w'
   with pytest.raises(ValueError, match=match):
-    trainer.train_and_evaluate(tiny_config(**overrides), str(workdir))
+    loop.train_and_evaluate(tiny_config(**overrides), str(workdir))
   assert not workdir.exists()
 
 
 def test_batch_must_divide_across_devices(tiny_config, tmp_path, monkeypatch):
   monkeypatch.setattr(jax, 'device_count', lambda: 3)
   with pytest.raises(ValueError, match='divide evenly across the 3 devices'):
-    trainer.train_and_evaluate(tiny_config(batch_size=16), str(tmp_path / 'w'))
+    loop.train_and_evaluate(tiny_config(batch_size=16), str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
 
 
 def test_incompatible_workdir_is_refused_and_left_alone(tiny_config, tmp_path):
   workdir = tmp_path / 'w'
-  trainer.train_and_evaluate(tiny_config(num_steps=2), str(workdir))
+  loop.train_and_evaluate(tiny_config(num_steps=2), str(workdir))
   before = sorted(str(p.relative_to(workdir)) + str(p.stat().st_mtime_ns)
                   for p in workdir.rglob('*'))
   with pytest.raises(ValueError, match=r'model.g_width: saved 8, now 16'):
-    trainer.train_and_evaluate(tiny_config(num_steps=4, **{'model.g_width': 16}), str(workdir))
+    loop.train_and_evaluate(tiny_config(num_steps=4, **{'model.g_width': 16}), str(workdir))
   after = sorted(str(p.relative_to(workdir)) + str(p.stat().st_mtime_ns)
                  for p in workdir.rglob('*'))
   assert before == after

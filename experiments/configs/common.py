@@ -23,6 +23,9 @@ def gan_defaults() -> ml_collections.ConfigDict:
                                                decay_start_frac=0.0, final_lr_frac=0.0))
   c.n_dis = 1                # k discriminator updates per generator update.
   c.d_joint_batch = False    # one D pass on concat(real, fake) instead of two.
+  # 'fresh': the G update on fresh noise (Goodfellow et al.'s Algorithm 1); 'shared': it reuses
+  # the D update's G forward (pytorch/examples' DCGAN order; n_dis = 1).
+  c.g_step = 'fresh'
   c.batch_size = 64          # global batch (m) per D/G update, across all devices/processes.
   c.ema_decay = 0.0          # > 0: an EMA of G's weights, used for samples and evaluation.
   return c

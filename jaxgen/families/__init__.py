@@ -6,7 +6,7 @@ when asked for, so a new family touches its own file plus one line here.
 """
 from __future__ import annotations
 
-import importlib
+from jaxgen import registry
 
 _FAMILIES = {
     'gan': 'jaxgen.families.gan',
@@ -16,6 +16,4 @@ NAMES = tuple(_FAMILIES)
 
 
 def get(name: str):
-  if name not in _FAMILIES:
-    raise ValueError(f'Unknown family {name!r}; accepted: {", ".join(NAMES)}.')
-  return importlib.import_module(_FAMILIES[name])
+  return registry.lookup_module(_FAMILIES, name, 'family')

@@ -24,6 +24,9 @@ from jaxgen.losses import gan as gan_losses
 from jaxgen.losses import penalties
 
 
+G_STEPS = ('fresh', 'shared')
+
+
 def sample_latent(rng, num: int, latent_dim: int, prior: str = 'normal'):
   if prior == 'normal':
     return jax.random.normal(rng, (num, latent_dim))
@@ -37,12 +40,16 @@ def validate(config) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
       raise ValueError(f'{name} must be a positive integer; got {value!r}.')
   positive('n_dis', config.n_dis)
+  if config.g_step not in G_STEPS:
+    raise ValueError(f'Unknown g_step {config.g_step!r}; accepted: {", ".join(G_STEPS)}.')
+  if config.g_step == 'shared' and config.n_dis != 1:
+    raise ValueError(f'g_step="shared" reuses the one D update\'s G forward, so it needs '
+                     f'n_dis=1; got n_dis={config.n_dis}.')
   optim.validate(config.optimizer, lr_names=('g_lr', 'd_lr'))
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f'ema_decay must be in [0, 1) (0 disables EMA); got {config.ema_decay!r}.')
   gan_losses.get_gan_loss(config.loss.name)
-  if config.penalty.name != 'none':
-    penalties.get_penalty(config.penalty.name)
+  if penalties.get_penalty(config.penalty.name) is not None:
     if config.penalty.weight < 0:
       raise ValueError(f'penalty.weight must be >= 0; got {config.penalty.weight!r}.')
   models.get_gan_module(config.model.name)
@@ -110,13 +117,18 @@ def build(config, *, with_data: bool = True) -> base.Family:
 
 
 def make_train_step(config, generator, discriminator, g_tx, d_tx):
-  """Returns ``train_step(state, batch) -> (state, metrics)`` (pure; the engine jits it)."""
+  """Returns ``train_step(state, batch) -> (state, metrics)`` (pure; the engine jits it).
+
+  ``config.g_step='fresh'`` (default): Algorithm 1, the G update on fresh noise (two G
+  forwards per step). ``'shared'``: the G update reuses the D update's G forward
+  (pytorch/examples' DCGAN order, one G forward per step); needs ``n_dis = 1``.
+  """
   loss = gan_losses.get_gan_loss(config.loss.name)
   n_dis, ema_decay = config.n_dis, config.ema_decay
   latent_dim, prior = config.model.latent_dim, config.model.latent_prior
   penalty_weight, weight_clip = config.penalty.weight, config.weight_clip
   joint_d = config.d_joint_batch
-  penalty = None if config.penalty.name == 'none' else penalties.get_penalty(config.penalty.name)
+  penalty = penalties.get_penalty(config.penalty.name)
   clip = functools.partial(penalties.clip_weights, clip=weight_clip)
 
   def g_apply(params, g_vars, z):
@@ -127,14 +139,17 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
                                mutable=list(d_vars))
 
   def d_update(carry, inputs):
+    """One D update on ``real`` and G(z), z drawn from ``key`` (G's statistics advance)."""
     g, d = carry
     real, key = inputs
     z_key, p_key = jax.random.split(key)
     z = base.shard_batch_axis(sample_latent(z_key, real.shape[0], latent_dim, prior))
     fake, g_vars = g_apply(g['params'], g['vars'], z)
-    g = dict(g, vars=g_vars)
-    fake = jax.lax.stop_gradient(fake)
+    d, metrics = d_update_on(d, real, jax.lax.stop_gradient(fake), p_key)
+    return (dict(g, vars=g_vars), d), metrics
 
+  def d_update_on(d, real, fake, p_key):
+    """One optimizer update of D on a real and a (stopped) fake batch."""
     def loss_fn(params):
       if joint_d:  # One D pass (one power iteration for spectral norm) on real and fake.
         logits, new_vars = d_apply(params, d['vars'], jnp.concatenate([real, fake]))
@@ -157,7 +172,41 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     metrics = {'d_loss': adv, 'd_penalty': pen, 'd_real_logit': real_mean,
                'd_fake_logit': fake_mean,
                'd_finite': base.all_finite(total, grads).astype(jnp.float32)}
-    return (g, d), metrics
+    return d, metrics
+
+  def finish(state, g, d, g_loss, g_grads, d_metrics):
+    g = base.apply_gradients(g, g_grads, g_tx, ema_decay=ema_decay)
+    d_finite = d_metrics.pop('d_finite')
+    finite = jnp.logical_and(d_finite > 0, base.all_finite(g_loss, g_grads))
+    metrics = dict(d_metrics, g_loss=g_loss, finite=finite.astype(jnp.float32))
+    return state.replace(step=state.step + 1, nets={'g': g, 'd': d}), metrics
+
+  def shared_step(state: base.TrainState, batch):
+    """pytorch/examples' order: one G forward serves the D and the G update.
+
+    fake = G(z) once (its pullback kept by ``jax.vjp``); D is updated on real and the stopped
+    fake; G's loss goes through the *updated* D, and its gradient is pulled back through the
+    saved G forward. BatchNorm statistics as PyTorch keeps them: G's advance once (one
+    forward), D's also in the G pass (a train-mode forward in PyTorch updates them).
+    """
+    key = jax.random.fold_in(state.rng, state.step)
+    d_key = jax.random.split(jax.random.fold_in(key, 0), 1)[0]
+    z_key, p_key = jax.random.split(d_key)
+    real = batch['image']
+    g, d = state.nets['g'], state.nets['d']
+    z = base.shard_batch_axis(sample_latent(z_key, real.shape[0], latent_dim, prior))
+    fake, g_pullback, g_vars = jax.vjp(lambda p: g_apply(p, g['vars'], z), g['params'],
+                                       has_aux=True)
+    g = dict(g, vars=g_vars)
+    d, d_metrics = d_update_on(d, real, jax.lax.stop_gradient(fake), p_key)
+
+    def g_loss_of_fake(f):
+      logits, new_d_vars = d_apply(d['params'], d['vars'], f)
+      return loss.g_loss(logits), new_d_vars
+
+    (g_loss, d_vars), fake_grad = jax.value_and_grad(g_loss_of_fake, has_aux=True)(fake)
+    (g_grads,) = g_pullback(fake_grad)
+    return finish(state, g, dict(d, vars=d_vars), g_loss, g_grads, d_metrics)
 
   def train_step(state: base.TrainState, batch):
     key = jax.random.fold_in(state.rng, state.step)
@@ -177,9 +226,10 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
       carry, d_metrics = d_update(carry, (real[0], d_keys[0]))
     else:
       carry, d_metrics = jax.lax.scan(d_update, carry, (real, d_keys), unroll=True)
-      d_metrics = jax.tree.map(lambda x: x[-1], d_metrics)
+      every_finite = jnp.min(d_metrics['d_finite'])  # over all k updates
+      d_metrics = jax.tree.map(lambda x: x[-1], d_metrics)  # the others: the last update's
+      d_metrics['d_finite'] = every_finite
     g, d = carry
-    d_finite = jnp.min(d_metrics.pop('d_finite'))
     z = base.shard_batch_axis(sample_latent(g_key, m, latent_dim, prior))
     d_vars = base.variables(d)
 
@@ -191,9 +241,6 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
       return loss.g_loss(fake_logits), new_g_vars
 
     (g_loss, new_g_vars), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g['params'])
-    g = base.apply_gradients(g, g_grads, g_tx, new_vars=new_g_vars, ema_decay=ema_decay)
-    finite = jnp.logical_and(d_finite > 0, base.all_finite(g_loss, g_grads))
-    metrics = dict(d_metrics, g_loss=g_loss, finite=finite.astype(jnp.float32))
-    return state.replace(step=state.step + 1, nets={'g': g, 'd': d}), metrics
+    return finish(state, dict(g, vars=new_g_vars), d, g_loss, g_grads, d_metrics)
 
-  return train_step
+  return shared_step if config.g_step == 'shared' else train_step

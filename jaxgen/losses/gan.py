@@ -14,6 +14,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxgen import registry
+
 Array = jax.Array
 
 
@@ -77,8 +79,4 @@ LOSS_NAMES = tuple(_LOSSES)
 
 def get_gan_loss(name: str) -> GANLoss:
   """Returns the (d_loss, g_loss) pair called ``name``."""
-  try:
-    return _LOSSES[name]
-  except KeyError:
-    raise ValueError(
-        f'Unknown GAN loss {name!r}; accepted: {", ".join(LOSS_NAMES)}.') from None
+  return registry.lookup(_LOSSES, name, 'GAN loss')

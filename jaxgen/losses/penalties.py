@@ -24,6 +24,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxgen import registry
+
 Array = jax.Array
 DFn = Callable[[Array], Array]
 
@@ -60,19 +62,17 @@ def r1(d_fn: DFn, real: Array, fake: Array, rng: Array) -> Array:
 
 
 _PENALTIES = {
+    'none': None,
     'wgan_gp': wgan_gp,
     'r1': r1,
     'zero_gp': r1,
 }
-PENALTY_NAMES = ('none',) + tuple(_PENALTIES)
+PENALTY_NAMES = tuple(_PENALTIES)
 
 
 def get_penalty(name: str):
-  """Returns the penalty function called ``name`` (``'none'`` is handled by the caller)."""
-  try:
-    return _PENALTIES[name]
-  except KeyError:
-    raise ValueError(f'Unknown penalty {name!r}; accepted: {", ".join(PENALTY_NAMES)}.') from None
+  """Returns the penalty function called ``name`` (None for ``'none'``)."""
+  return registry.lookup(_PENALTIES, name, 'penalty')
 
 
 def clip_weights(params, clip: float):

@@ -5,7 +5,7 @@ one line here.
 """
 from __future__ import annotations
 
-import importlib
+from jaxgen import registry
 
 _GAN_MODULES = {
     'mlp_gan': 'jaxgen.models.mlp_gan',
@@ -17,9 +17,7 @@ GAN_NAMES = tuple(_GAN_MODULES)
 
 
 def get_gan_module(name: str):
-  if name not in _GAN_MODULES:
-    raise ValueError(f'Unknown GAN model {name!r}; accepted: {", ".join(GAN_NAMES)}.')
-  return importlib.import_module(_GAN_MODULES[name])
+  return registry.lookup_module(_GAN_MODULES, name, 'GAN model')
 
 
 def get_gan(model_config):
