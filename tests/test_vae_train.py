@@ -1,4 +1,8 @@
-"""VAE / CVAE modules, trainer and tools: shapes, conditioning, targets, schedule, runs, resume."""
+"""VAE / CVAE modules, family and tools: shapes, conditioning, targets, schedule, runs.
+
+Resumption, preemption and divergence handling of VAE runs are tested for every family in
+tests/test_engine.py.
+"""
 import json
 import os
 
@@ -12,8 +16,10 @@ from experiments.configs import cvae as cvae_configs
 from experiments.configs import vae as vae_configs
 from jaxgen import vae_tools
 from jaxgen.models import vae as vae_models
-from jaxgen.train import vae_trainer as vt
-from jaxgen.train.writers import read_metrics
+from jaxgen import optim
+from jaxgen.engine import loop
+from jaxgen.engine.writers import read_metrics
+from jaxgen.families import vae, vae_figures, vae_targets
 
 
 def model_config(**kw):
@@ -103,7 +109,7 @@ def test_bad_run_configs():
                            ({'optimizer.schedule': 'step'}, 'schedule'),
                            ({'eval.iwae_k': 0}, 'eval.iwae_k')):
     with pytest.raises(ValueError, match=match):
-      vt.validate_config(tiny(**overrides))
+      loop.prepare(tiny(**overrides))
   with pytest.raises(ValueError, match='variant'):
     vae_configs.get_config('svhn')
   with pytest.raises(ValueError, match='labels'):
@@ -112,9 +118,9 @@ def test_bad_run_configs():
 
 def test_iwae_schedule():
   cfg = vae_configs.get_config('iwae')
-  lr = vt.learning_rate(cfg, steps_per_epoch=10)
+  lr = optim.learning_rate(cfg.optimizer.lr, cfg.optimizer, cfg.num_steps, steps_per_epoch=10)
   ends = np.cumsum([3 ** i * 10 for i in range(8)])  # 10, 40, 130, ..., 32800 steps.
-  assert vt.iwae_schedule_steps(10) == ends[-1] == 32800
+  assert optim.iwae_schedule_steps(10) == ends[-1] == 32800
   expected = [1e-3, 7.2e-4, 5.2e-4, 3.7e-4, 2.7e-4, 1.9e-4, 1.4e-4, 1e-4]
   starts = [0, *ends[:-1]]
   for i, value in enumerate(expected):
@@ -128,19 +134,19 @@ def test_targets_binarization_and_dequantization():
   images = np.random.default_rng(0).uniform(-1, 1, size=(200, 4, 4, 1)).astype(np.float32)
   x01 = (images + 1) / 2
   cfg = tiny()
-  t = np.asarray(vt.prepare_targets(cfg, jnp.asarray(images), jax.random.PRNGKey(0)))
+  t = np.asarray(vae_targets.prepare_targets(cfg, jnp.asarray(images), jax.random.PRNGKey(0)))
   assert set(np.unique(t)) <= {0.0, 1.0}
   assert abs(t.mean() - x01.mean()) < 0.02
   # The fixed test binarization does not depend on how the split is batched.
-  whole = vt.EvalTargets(cfg)(images)
-  parts = vt.EvalTargets(cfg)
+  whole = vae_targets.EvalTargets(cfg)(images)
+  parts = vae_targets.EvalTargets(cfg)
   np.testing.assert_array_equal(np.concatenate([parts(images[:7]), parts(images[7:])]), whole)
-  assert not np.array_equal(whole, vt.EvalTargets(tiny(**{'eval.binarize_seed': 1}))(images))
+  assert not np.array_equal(whole, vae_targets.EvalTargets(tiny(**{'eval.binarize_seed': 1}))(images))
   soft = tiny(binarize='none')
-  np.testing.assert_allclose(np.asarray(vt.prepare_targets(soft, jnp.asarray(images), None)), x01)
+  np.testing.assert_allclose(np.asarray(vae_targets.prepare_targets(soft, jnp.asarray(images), None)), x01)
   deq = tiny(binarize='none', dequantize=True, **{'model.likelihood': 'gaussian'})
   levels = np.round(x01 * 255)
-  d = np.asarray(vt.prepare_targets(deq, jnp.asarray(levels / 127.5 - 1), jax.random.PRNGKey(1)))
+  d = np.asarray(vae_targets.prepare_targets(deq, jnp.asarray(levels / 127.5 - 1), jax.random.PRNGKey(1)))
   assert np.all(d >= levels / 256 - 1e-6) and np.all(d < (levels + 1) / 256 + 1e-6)
 
 
@@ -148,31 +154,44 @@ def test_vae_run_end_to_end(tfds_dir, tmp_path):
   workdir = str(tmp_path / 'vae')
   cfg = tiny(tfds_dir=tfds_dir, num_steps=30, log_every=10, checkpoint_every=15, eval_every=0,
              **{'model.latent_dim': 2, 'optimizer.lr': 3e-3})
-  state = vt.train_and_evaluate(cfg, workdir)
+  state = loop.train_and_evaluate(cfg, workdir)
   assert int(state.step) == 30
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['15', '30']
   figures = set(os.listdir(os.path.join(workdir, 'figures')))
   assert {'reconstructions.png', 'interpolations.png', 'samples.png',
           'latent_grid.png'} <= figures
+  assert os.path.exists(os.path.join(workdir, 'progress.png'))
   with open(os.path.join(workdir, 'eval.json')) as f:
     res = json.load(f)
-  assert res['num_examples'] == 100 and res['iwae_k'] == cfg.eval.final_iwae_k
-  assert np.isfinite(res['elbo']) and res['kl'] >= 0
-  assert np.isclose(res['elbo'], res['log_lik'] - res['kl'])
-  assert res['iwae'] > res['elbo']  # Tighter bound (k = 16) on 100 examples.
-  train = [r for r in read_metrics(workdir) if 'train/elbo' in r]
-  assert [r['step'] for r in train] == [10, 20, 30]
-  assert train[-1]['train/elbo'] > train[0]['train/elbo']  # It learns.
-  # The decoder's pixel bias started at the logit of the mean training image.
-  params0 = vt.init_state(cfg, vae_models.make_vae(cfg.model),
-                          vt.make_optimizer(cfg), (16, 16, 1), vt.output_bias(cfg)).params
+  assert res['step'] == 30
+  assert np.isfinite(res['test/elbo']) and res['test/kl'] >= 0
+  assert np.isclose(res['test/elbo'], res['test/log_lik'] - res['test/kl'])
+  assert res['test/iwae'] > res['test/elbo']  # Tighter bound (k = 16) on 100 examples.
+  # The final evaluation is over eval.max_examples = 100 test examples with final_iwae_k
+  # importance samples: scoring the final weights that way gives the same numbers.
   from jaxgen.data import pipeline
+  test_images, _ = pipeline.load_split_arrays(cfg.data, 'test', max_examples=100)
+  assert len(test_images) == 100
+  model = vae_models.make_vae(cfg.model)
+  again = vae.evaluate_params(cfg, model, state.nets['vae']['params'], test_images,
+                              iwae_k=cfg.eval.final_iwae_k)
+  assert again['num_examples'] == 100 and again['iwae_k'] == cfg.eval.final_iwae_k == 16
+  for name in ('elbo', 'log_lik', 'kl', 'iwae'):
+    np.testing.assert_allclose(res[f'test/{name}'], again[name], rtol=1e-5, err_msg=name)
+  train = [r for r in read_metrics(workdir) if 'elbo' in r]
+  # Every log_every steps, and at each checkpoint (the engine checks the pending steps'
+  # metrics for divergence before it saves).
+  assert [r['step'] for r in train] == [10, 15, 20, 30]
+  assert train[-1]['elbo'] > train[0]['elbo']  # It learns.
+  # The decoder's pixel bias started at the logit of the mean training image.
+  init_key = jax.random.split(jax.random.PRNGKey(cfg.seed))[0]
+  params0 = vae.init_params(cfg, model, init_key, vae.output_bias(cfg))
   imgs, _ = pipeline.load_split_arrays(cfg.data, 'train')
   m = np.clip(((imgs + 1) / 2).mean(0), 1e-3, 1 - 1e-3)
   np.testing.assert_allclose(np.asarray(params0['decoder']['pixel_bias']),
                              np.log(m / (1 - m)), atol=1e-4)
   # Tools on the finished run.
-  config, model, params, step = vt.load_run(workdir)
+  config, model, params, step = vae_tools.load_run(workdir)
   assert step == 30
   grid = vae_tools.latent_grid(config, model, params, n=5)
   assert grid.shape == (25, 16, 16, 1)
@@ -182,14 +201,20 @@ def test_vae_run_end_to_end(tfds_dir, tmp_path):
   assert vae_tools.main(['rerender', f'--workdir={workdir}']) == 2  # Not a CVAE: clear error.
   # A different architecture in the same workdir is refused before anything is written.
   with pytest.raises(ValueError, match='latent_dim'):
-    vt.train_and_evaluate(tiny(tfds_dir=tfds_dir, **{'model.latent_dim': 5}), workdir)
+    loop.train_and_evaluate(tiny(tfds_dir=tfds_dir, **{'model.latent_dim': 5}), workdir)
+
+
+def init_params(config, bias=None):
+  """The weights the VAE family's init gives (first half of PRNGKey(seed))."""
+  key = jax.random.split(jax.random.PRNGKey(config.seed))[0]
+  return vae.init_params(config, vae_models.make_vae(config.model), key, bias)
 
 
 def test_cvae_tools():
   """generate (a chosen class) and rerender (same style z, every class) on a CVAE."""
   config = tiny('cvae')
   model = vae_models.make_vae(config.model)
-  params = vt.init_state(config, model, vt.make_optimizer(config), (16, 16, 1)).params
+  params = init_params(config)
   samples = vae_tools.generate(config, model, params, label=7, num=6)
   assert samples.shape == (6, 16, 16, 1)
   images = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 16, 1), minval=-1,
@@ -200,9 +225,10 @@ def test_cvae_tools():
   np.testing.assert_allclose(out[11], (images[1] + 1) / 2)  # Each row starts with the original.
   # Column c of row i is the decoder mean at image i's style z (encoded with its label) as c.
   # (Encoded with the whole batch: a dynamically binarized batch draws its uniforms in order.)
-  z = vae_tools.encode_mean(config, model, params, images, labels)[1:2]
+  z = vae_figures.encode_mean(config, model, params, images, labels)[1:2]
   np.testing.assert_allclose(out[11 + 1 + 4],
-                             vae_tools.decode_mean(config, model, params, z, [4])[0], atol=1e-6)
+                             vae_figures.decode_mean(config, model, params, z, [4])[0],
+                             atol=1e-6)
   grid = vae_tools.class_grid(config, model, params, num_styles=3)
   assert grid.shape == (30, 16, 16, 1)
   for bad in (10, -1, None):
@@ -212,12 +238,15 @@ def test_cvae_tools():
     vae_tools.latent_grid(config, model, params)
 
 
-@pytest.mark.slow
 def test_cvae_run_end_to_end(tfds_dir, tmp_path):
   workdir = str(tmp_path / 'cvae')
   cfg = tiny('cvae', tfds_dir=tfds_dir, num_steps=10, eval_every=0)
-  vt.train_and_evaluate(cfg, workdir)
+  state = loop.train_and_evaluate(cfg, workdir)
+  assert int(state.step) == 10 and set(state.nets) == {'vae'}
   assert {'class_grid.png', 'rerender.png'} <= set(os.listdir(os.path.join(workdir, 'figures')))
+  with open(os.path.join(workdir, 'eval.json')) as f:
+    res = json.load(f)
+  assert res['step'] == 10 and np.isfinite(res['test/elbo']) and np.isfinite(res['test/iwae'])
   path = str(tmp_path / 'seven.png')
   assert vae_tools.main(['generate', f'--workdir={workdir}', '--label=7', f'--out={path}']) == 0
   assert os.path.exists(path)
@@ -225,31 +254,14 @@ def test_cvae_run_end_to_end(tfds_dir, tmp_path):
   assert vae_tools.main(['generate', f'--workdir={workdir}', '--label=12']) == 2
 
 
-@pytest.mark.slow
-def test_resume_equals_uninterrupted_run(tfds_dir, tmp_path):
-  import shutil
-  n = 6
-  cfg = tiny(tfds_dir=tfds_dir, num_steps=n, checkpoint_every=n // 2, eval_every=0,
-             log_every=1, write_figures=False,
-             **{'eval.final_iwae_k': 2, 'eval.max_examples': 20, 'model.init_output_bias': False})
-  full_dir, cut_dir = str(tmp_path / 'full'), str(tmp_path / 'cut')
-  full = vt.train_and_evaluate(cfg, full_dir)
-  # The same run killed after its step-3 checkpoint: drop what came later, then rerun.
-  shutil.copytree(full_dir, cut_dir)
-  shutil.rmtree(os.path.join(cut_dir, 'checkpoints', str(n)))
-  resumed = vt.train_and_evaluate(cfg, cut_dir)
-  assert int(resumed.step) == n
-  for a, b in zip(jax.tree.leaves((full.params, full.opt_state)),
-                  jax.tree.leaves((resumed.params, resumed.opt_state))):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  steps = [r['step'] for r in read_metrics(cut_dir) if 'train/elbo' in r]
-  assert steps == list(range(1, n + 1))  # Records after step 3 were replaced, not duplicated.
-  # The run is a function of the seed: another seed starts elsewhere.
+def test_initial_weights_are_a_function_of_the_seed():
+  """The run is a function of the seed: another seed starts elsewhere."""
+  cfg = tiny(**{'model.init_output_bias': False})
   cfg1 = ml_collections.ConfigDict(cfg.to_dict())
   cfg1.seed = 1
-  model, tx = vae_models.make_vae(cfg1.model), vt.make_optimizer(cfg1)
-  a = vt.init_state(cfg, model, tx, (16, 16, 1)).params
-  b = vt.init_state(cfg1, model, tx, (16, 16, 1)).params
+  a, again, b = init_params(cfg), init_params(cfg), init_params(cfg1)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(again), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert any(not np.allclose(np.asarray(x), np.asarray(y))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -280,24 +292,25 @@ def test_tfds_variants_run_on_mock_data(kind, variant, tmp_path):
   cfg.eval.update(dict(elbo_samples=1, final_iwae_k=2, iwae_chunk=2, batch_size=8,
                        max_examples=8))
   with tfds.testing.mock_data(num_examples=32):
-    state = vt.train_and_evaluate(cfg, str(tmp_path / 'run'))
+    state = loop.train_and_evaluate(cfg, str(tmp_path / 'run'))
   assert int(state.step) == 2
   with open(tmp_path / 'run' / 'eval.json') as f:
     res = json.load(f)
-  assert np.isfinite(res['elbo']) and np.isfinite(res['iwae'])
+  assert np.isfinite(res['test/elbo']) and np.isfinite(res['test/iwae'])
 
 
 def test_scanned_steps_match_single_steps():
   """steps_per_dispatch: a lax.scan over the step function reproduces one call per step."""
   cfg = tiny()
-  model, tx = vae_models.make_vae(cfg.model), vt.make_optimizer(cfg)
-  state = vt.init_state(cfg, model, tx, (16, 16, 1))
-  step = vt.make_train_step(cfg, model, tx)
+  model, tx = vae_models.make_vae(cfg.model), vae.make_optimizer(cfg)
+  state = vae.build(cfg, with_data=False).init(jax.random.PRNGKey(cfg.seed))
+  step = vae.make_train_step(cfg, model, tx)
   images = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 16, 16, 1), minval=-1, maxval=1)
   one = state
   for i in range(4):
     one, _ = jax.jit(step)(one, {'image': images[i]})
   scanned, metrics = jax.jit(lambda s, b: jax.lax.scan(step, s, b))(state, {'image': images})
   assert metrics['elbo'].shape == (4,) and int(scanned.step) == 4
-  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(scanned.params)):
+  for a, b in zip(jax.tree.leaves(one.nets['vae']['params']),
+                  jax.tree.leaves(scanned.nets['vae']['params']), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
