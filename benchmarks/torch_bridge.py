@@ -148,6 +148,45 @@ def flax_to_torch(variables, module: nn.Module) -> nn.Module:
   return module
 
 
+def param_like_to_flax(module: nn.Module, values) -> dict:
+  """Tensors shaped like ``module``'s parameters, laid out as flax params.
+
+  ``values``: {torch parameter name (as ``named_parameters``): tensor} - e.g. gradients
+  or Adam moments. Kernels go through the same transpose/flip as the weights.
+  """
+  names = {id(t): k for k, t in module.named_parameters()}
+  out = {}
+  for name, layer in _layers(module):
+    if isinstance(layer, nn.BatchNorm2d):
+      out[name] = {'scale': _np(values[names[id(layer.weight)]]),
+                   'bias': _np(values[names[id(layer.bias)]])}
+    else:
+      out[name] = {'kernel': torch_kernel_to_flax(values[names[id(layer.weight)]],
+                                                  isinstance(layer, nn.ConvTranspose2d))}
+      if layer.bias is not None:
+        out[name]['bias'] = _np(values[names[id(layer.bias)]])
+  return out
+
+
+def torch_adam_to_flax(optimizer: torch.optim.Optimizer, module: nn.Module) -> dict:
+  """``{'count', 'mu', 'nu'}`` of a torch Adam over ``module``, laid out as flax params.
+
+  ``mu``/``nu`` are torch's ``exp_avg``/``exp_avg_sq`` through the same mapping as the
+  weights, so they compare with optax's ``ScaleByAdamState.mu``/``nu``; ``count`` is
+  torch's step counter.
+  """
+  states = {}
+  for k, t in module.named_parameters():
+    st = optimizer.state.get(t, {})
+    if 'exp_avg' not in st:
+      raise ValueError(f'The optimizer has no Adam state for {k!r} (not stepped yet, or not '
+                       'an Adam over this module).')
+    states[k] = st
+  return {'count': int(next(iter(states.values()))['step']),
+          'mu': param_like_to_flax(module, {k: st['exp_avg'] for k, st in states.items()}),
+          'nu': param_like_to_flax(module, {k: st['exp_avg_sq'] for k, st in states.items()})}
+
+
 def nchw_to_nhwc(x) -> np.ndarray:
   return np.ascontiguousarray(np.transpose(np.asarray(x, dtype=np.float32), (0, 2, 3, 1)))
 

@@ -160,8 +160,8 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
   statistics advance three times per step (real, fake, G loss); G's twice per step in
   'fresh' (z1, z2) and once in 'shared'.
 
-  ``on_step(t, g, d)``, if given, is called after step t's G update (e.g. to snapshot the
-  weights). Returns {'d_loss': [float], 'g_loss': [float], 'g': state_dict, 'd': state_dict,
+  ``on_step(t, g, d, g_opt, d_opt)``, if given, is called after step t's G update (e.g. to
+  snapshot the weights and Adam moments). Returns {'d_loss': [float], 'g_loss': [float], 'g': state_dict, 'd': state_dict,
   'g_opt': Adam, 'd_opt': Adam} (state dicts are detached copies) and, with
   ``record_grads``, 'd_grads' / 'g_grads': per step, {name: gradient copy}.
   """
@@ -208,10 +208,10 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
       out['g_grads'].append({n: p.grad.detach().clone() for n, p in g.named_parameters()})
     g_opt.step()
     d.zero_grad(set_to_none=True)  # The G loss also left gradients on D; they are unused.
-    out['d_loss'].append(float(d_loss))
-    out['g_loss'].append(float(g_loss))
+    out['d_loss'].append(d_loss.item())
+    out['g_loss'].append(g_loss.item())
     if on_step is not None:
-      on_step(len(out['g_loss']) - 1, g, d)
+      on_step(len(out['g_loss']) - 1, g, d, g_opt, d_opt)
   out['g'] = {k: v.detach().clone() for k, v in g.state_dict().items()}
   out['d'] = {k: v.detach().clone() for k, v in d.state_dict().items()}
   out['g_opt'], out['d_opt'] = g_opt, d_opt
