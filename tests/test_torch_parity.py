@@ -278,9 +278,15 @@ def _compare(order, impl, nets, reals, zs, ref, snaps, g_t, d_t):
       for k, want in want_p.items():
         g = grads[n][k]
         delta = rho * np.max(np.abs(g))  # This step's gradient error, whole tensor.
-        tol_mu = (B1 * prev_dmu[n][k] + (1 - B1) * delta + EPS32 * np.abs(want_mu[k]))
+        # Rounding of the moment updates, both sides: optax's b1 mu + (1 - b1) g rounds the
+        # sum (b1 = 0.5 scales exactly), torch's lerp mu + (1 - b1)(g - mu) also rounds
+        # g - mu; b2 nu + (1 - b2) g^2 rounds g^2, both products and the sum, at most
+        # 2 EPS32 nu per side.
+        mu_old = _flat(snaps[t - 1][n]['adam']['mu'])[k] if t else 0.0
+        tol_mu = (B1 * prev_dmu[n][k] + (1 - B1) * delta
+                  + EPS32 * (np.abs(want_mu[k]) + (1 - B1) * (np.abs(g) + np.abs(mu_old))))
         tol_nu = (B2 * prev_dnu[n][k] + (1 - B2) * (2 * np.abs(g) * delta + delta ** 2)
-                  + EPS32 * want_nu[k])
+                  + 4 * EPS32 * want_nu[k])
         # Adam's update from moments within those bounds (bias-corrected), capped at the
         # largest step two Adam updates can differ by.
         vhat = want_nu[k] / (1 - B2 ** count)
@@ -289,8 +295,10 @@ def _compare(order, impl, nets, reals, zs, ref, snaps, g_t, d_t):
         d_sqrt_v = np.minimum(np.sqrt(d_vhat), d_vhat / np.maximum(np.sqrt(vhat), 1e-30))
         smooth = (d_mhat + ratio * d_sqrt_v) / (
             np.maximum(np.sqrt(vhat) - d_sqrt_v, 0.0) + ADAM_EPS)
-        d_update = LR * np.minimum(2 * ratio, smooth)
-        tol_p = prev_dp[n][k] + d_update + EPS32 * np.abs(want)
+        # + the update's own rounding (bias corrections, sqrt, eps, division, lr: ~6
+        # roundings per side of a value at most lr R_t).
+        d_update = LR * np.minimum(2 * ratio, smooth) + 6 * EPS32 * LR * ratio
+        tol_p = prev_dp[n][k] + d_update + EPS32 * np.abs(want)  # p - u rounds, per side.
         allowances.append(np.ravel(d_update))
         check(f'{order}/{impl} step {count} {n} param {k}', got_p[k], want, tol_p + 1e-30)
         check(f'{order}/{impl} step {count} {n} adam mu {k}', got_mu[k], want_mu[k],
