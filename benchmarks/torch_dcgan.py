@@ -11,8 +11,14 @@ One step, as ``jaxgen.train.step.make_train_step`` with n_dis=1 does it:
 ``reuse_fake=True`` instead reuses the first G forward for the G update (pytorch/examples'
 ``main.py`` does this: one G forward per step instead of two); the benchmark reports it too.
 
+``make_generator``/``make_discriminator`` also build jaxgen's other DCGAN resolutions (16,
+32, 128; 64 is pytorch/examples' network). ``run_reference`` runs N steps of either order
+on explicit real and z batches (tests/test_torch_parity.py compares jaxgen against it;
+weights move between the two with ``benchmarks.torch_bridge``).
+
 Nothing here runs at import time except the torch import itself, and this module is only
-imported by ``benchmarks.step_throughput`` when torch is installed.
+imported by ``benchmarks.step_throughput``, its tests and the parity test when torch is
+installed.
 """
 from __future__ import annotations
 
