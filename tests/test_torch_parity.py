@@ -107,6 +107,10 @@ def jaxgen_step(order, impl='test'):
 
   nets: {'g': {'params', 'vars', 'opt'}, 'd': {...}} (the engine's state['nets']);
   metrics: 'd_loss', 'g_loss'. impl 'draft': benchmarks.shared_forward_draft ('shared').
+  Pointing this at the engine's step: z must still come from the test (the engine draws
+  it from state['rng'], so either let the step take z from the batch, or compute here the
+  z the engine will draw and feed those to torch), and the engine's step discards D's
+  statistics from the G-loss pass (BN_PASSES['*']['d'] becomes 2, or keep them as torch).
   """
   g_model, d_model = make_models()
   tx = make_tx()
