@@ -146,6 +146,69 @@ class TorchDCGAN:
 ORDERS = ('fresh', 'shared')
 
 
+class AbsGradRecorder:
+  """Per parameter, the sum of the absolute values of the terms its gradient sums.
+
+  A weight gradient is a sum over batch and positions of input x cotangent (BatchNorm's:
+  of dy * x_hat and of dy); float32 rounds it with an error proportional to that sum of
+  |terms|, which can be far larger than the gradient itself where the terms cancel. This
+  computes the same sums with |input| and |cotangent|, for every pass of the module between
+  ``start()`` and ``stop()``. Activations are switched to out-of-place while recording
+  (same values) so that the output hooks see unmodified tensors.
+  """
+
+  def __init__(self, module: nn.Module):
+    self.module = module
+    self.sums = None
+    self._handles = []
+    for m in module.modules():
+      if hasattr(m, 'inplace'):
+        m.inplace = False
+      if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)):
+        self._handles.append(m.register_forward_hook(self._forward))
+
+  def start(self):
+    self.sums = {}
+
+  def stop(self) -> dict:
+    """{parameter name: sum of |terms|} since ``start()``."""
+    names = {id(p): n for n, p in self.module.named_parameters()}
+    out = {names[k]: v for k, v in self.sums.items()}
+    self.sums = None
+    return out
+
+  def _add(self, param, value):
+    self.sums[id(param)] = self.sums.get(id(param), 0) + value
+
+  def _forward(self, m, inputs, output):
+    if self.sums is None or not output.requires_grad:
+      return
+    x = inputs[0].detach()
+
+    def hook(grad):
+      if self.sums is None:
+        return
+      ax, ag = x.abs(), grad.detach().abs()
+      with torch.enable_grad():
+        if isinstance(m, nn.BatchNorm2d):
+          dims = (0, 2, 3)
+          x_hat = (x - x.mean(dims, keepdim=True)) / torch.sqrt(
+              x.var(dims, unbiased=False, keepdim=True) + m.eps)
+          self._add(m.weight, (ag * x_hat.abs()).sum(dims))
+          self._add(m.bias, ag.sum(dims))
+          return
+        w = torch.zeros_like(m.weight, requires_grad=True)
+        if isinstance(m, nn.ConvTranspose2d):
+          y = nn.functional.conv_transpose2d(ax, w, None, m.stride, m.padding,
+                                             m.output_padding, m.groups, m.dilation)
+        else:
+          y = nn.functional.conv2d(ax, w, None, m.stride, m.padding, m.dilation, m.groups)
+        (w_grad,) = torch.autograd.grad(y, w, ag)
+        self._add(m.weight, w_grad)
+
+    output.register_hook(hook)
+
+
 def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
                   lr: float = 2e-4, betas=(0.5, 0.999), eps: float = 1e-8,
                   record_grads: bool = False, on_step=None) -> dict:
@@ -166,7 +229,9 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
   statistics advance three times per step (real, fake, G loss); G's twice per step in
   'fresh' (z1, z2) and once in 'shared'.
 
-  ``on_step(t, g, d, g_opt, d_opt)``, if given, is called after step t's G update (e.g. to
+  ``record_grads`` also records 'd_abs_grads' / 'g_abs_grads' (``AbsGradRecorder``: per
+  parameter the sum of |terms| of its gradient, what its float32 rounding error scales
+  with); it switches the networks' activations to out-of-place. ``on_step(t, g, d, g_opt, d_opt)``, if given, is called after step t's G update (e.g. to
   snapshot the weights and Adam moments). Returns {'d_loss': [float], 'g_loss': [float], 'g': state_dict, 'd': state_dict,
   'g_opt': Adam, 'd_opt': Adam} (state dicts are detached copies) and, with
   ``record_grads``, 'd_grads' / 'g_grads': per step, {name: gradient copy}.
@@ -182,7 +247,10 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
   bce = nn.BCEWithLogitsLoss()
   g.train()
   d.train()
-  out = {'d_loss': [], 'g_loss': [], 'd_grads': [], 'g_grads': []}
+  out = {'d_loss': [], 'g_loss': [], 'd_grads': [], 'g_grads': [], 'd_abs_grads': [],
+         'g_abs_grads': []}
+  if record_grads:
+    g_abs, d_abs = AbsGradRecorder(g), AbsGradRecorder(d)
   for real, z in zip(reals, zs):
     real = as_t(real)
     if order == 'fresh':
@@ -193,6 +261,9 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
     zeros = torch.zeros(real.shape[0], device=device)
 
     d_opt.zero_grad(set_to_none=True)
+    if record_grads:
+      d_abs.start()
+      g_abs.start()
     if order == 'shared':
       fake = g(z1)
       d_fake_in = fake.detach()
@@ -203,6 +274,7 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
     d_loss.backward()
     if record_grads:
       out['d_grads'].append({n: p.grad.detach().clone() for n, p in d.named_parameters()})
+      out['d_abs_grads'].append(d_abs.stop())
     d_opt.step()
 
     g_opt.zero_grad(set_to_none=True)
@@ -212,6 +284,7 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
     g_loss.backward()
     if record_grads:
       out['g_grads'].append({n: p.grad.detach().clone() for n, p in g.named_parameters()})
+      out['g_abs_grads'].append(g_abs.stop())
     g_opt.step()
     d.zero_grad(set_to_none=True)  # The G loss also left gradients on D; they are unused.
     out['d_loss'].append(d_loss.item())
@@ -222,5 +295,6 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
   out['d'] = {k: v.detach().clone() for k, v in d.state_dict().items()}
   out['g_opt'], out['d_opt'] = g_opt, d_opt
   if not record_grads:
-    del out['d_grads'], out['g_grads']
+    for k in ('d_grads', 'g_grads', 'd_abs_grads', 'g_abs_grads'):
+      del out[k]
   return out
