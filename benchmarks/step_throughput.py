@@ -14,12 +14,21 @@ one G update per step for the GANs), timed on random batches already on the devi
 * FLOP/s: XLA's cost analysis of the compiled step (``flops``) / (s/step);
 * memory: the device's peak bytes in use where the backend reports it (GPU/TPU), otherwise
   XLA's buffer plan for the step (arguments + outputs + temporaries - aliased), and the
-  process's peak resident set size.
+  process's peak resident set size;
+* share of matmul: the step's FLOP/s divided by the FLOP/s of a jitted float32
+  ``--matmul_n`` x ``--matmul_n`` matrix product (2 n^3 FLOPs) timed the same way in the
+  same run, before the models - how much of what this machine's XLA reaches on a plain
+  matmul the step gets. The matmul is timed again after the models (``matmul_end``), which
+  shows how much the machine's speed drifted during the run.
 
 PyTorch: ``benchmarks.torch_dcgan`` (pytorch/examples' DCGAN, nz=100, ngf=ndf=64, batch 64,
-Adam, D then G update with a fresh z) timed the same way, and the ratio jaxgen / PyTorch of
-ms/step for DCGAN-64 at the same batch. Results go to ``--out`` (markdown and JSON) with the
-machine they were measured on. Benchmarks are not tests: nothing here asserts a time.
+Adam) timed the same way in both step orders (``--torch_orders``): 'fresh', D then G update
+with a fresh z for G (jaxgen's order, the same arithmetic as jaxgen's step), and 'shared',
+pytorch/examples ``main.py``'s order that reuses the D step's fake for the G update (one G
+forward per step instead of two). The ratios jaxgen / PyTorch of ms/step for DCGAN-64 at the
+same batch are reported against each. Results go to ``--out`` (markdown and JSON) with the
+machine they were measured on (CPU, versions, git commit, load average before and after).
+Benchmarks are not tests: nothing here asserts a time.
 """
 from __future__ import annotations
 
@@ -77,6 +86,14 @@ def machine_info() -> dict:
           'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', '')}
   import jaxlib  # pylint: disable=g-import-not-at-top
   info['jaxlib'] = jaxlib.__version__
+  info['platform'] = platform.platform()
+  for name in ('flax', 'optax', 'numpy'):
+    try:
+      info[name] = __import__(name).__version__
+    except ImportError:
+      info[name] = None
+  info.update(git_info())
+  info['load_avg_start'] = load_average()
   try:
     import torch  # pylint: disable=g-import-not-at-top
     info['torch'] = torch.__version__
@@ -84,6 +101,30 @@ def machine_info() -> dict:
   except ImportError:
     info['torch'] = None
   return info
+
+
+def load_average():
+  """The 1, 5 and 15 minute load averages (None where the OS has none): other processes
+  on the machine slow every row, so the results say how busy it was."""
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except (AttributeError, OSError):
+    return None
+
+
+def git_info() -> dict:
+  """The commit the benchmark ran from, and whether the tree had uncommitted changes."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def git(*args):
+    return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+  try:
+    return {'git_commit': git('rev-parse', 'HEAD'),
+            'git_dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
+  except (OSError, subprocess.SubprocessError):
+    return {'git_commit': None, 'git_dirty': None}
 
 
 def get_config(name: str, batch_size: int | None = None):
@@ -180,6 +221,29 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
   return row
 
 
+def bench_matmul(warmup: int, blocks: int, steps: int, n: int = 2048) -> dict:
+  """FLOP/s of a jitted float32 n x n matrix product (2 n^3 FLOPs), timed like the steps."""
+  import jax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  a, b = (jax.device_put(rng.standard_normal((n, n), dtype=np.float32)) for _ in range(2))
+  compiled = jax.jit(lambda x, y: x @ y).lower(a, b).compile()
+
+  def run_block(k):
+    jax.block_until_ready([compiled(a, b) for _ in range(k)])
+
+  times = _timed_blocks(run_block, warmup, blocks, steps)
+  sec = statistics.median(times)
+  flops = 2.0 * n ** 3
+  return {'n': n, 'dtype': 'float32', 'gflop': flops / 1e9, 'ms': sec * 1e3,
+          'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
+          'gflop_per_s': flops / sec / 1e9,
+          'gflop_per_s_best': flops / min(times) / 1e9}
+
+
+TORCH_IMPL = {False: 'pytorch', True: 'pytorch (reuse fake)'}
+TORCH_ORDERS = {'fresh': False, 'shared': True}
+
+
 def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
                 device: str = 'cpu', reuse_fake: bool = False) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
@@ -198,8 +262,11 @@ def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
 
   times = _timed_blocks(run_block, warmup, blocks, steps)
   sec = statistics.median(times)
-  row = {'model': 'dcgan64', 'impl': 'pytorch' + (' (reuse fake)' if reuse_fake else ''),
-         'what': 'pytorch/examples DCGAN-64, eager', 'batch': batch_size,
+  row = {'model': 'dcgan64', 'impl': TORCH_IMPL[reuse_fake],
+         'order': 'shared' if reuse_fake else 'fresh',
+         'what': ('pytorch/examples DCGAN-64, eager, '
+                  + ('fake reused for G (main.py)' if reuse_fake else 'fresh z for G')),
+         'batch': batch_size,
          'images_per_step': batch_size, 'resolution': '64x64x3', 'compile_s': None,
          'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
          'images_per_s': batch_size / sec,
@@ -213,14 +280,42 @@ def _fmt(v, spec):
   return '' if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
 
 
-def format_table(rows, info, ratios) -> str:
+def dcgan_ratios(rows) -> dict:
+  """ms/step of each jaxgen DCGAN-64 row / each PyTorch order's at the same batch."""
+  labels = {TORCH_IMPL[False]: 'PyTorch DCGAN-64',  # Same order as jaxgen: the old key.
+            TORCH_IMPL[True]: 'PyTorch DCGAN-64 reusing the fake (pytorch/examples main.py)'}
+  ratios = {}
+  for r in rows:
+    if r['impl'] != 'jaxgen' or not r['model'].startswith('dcgan64'):
+      continue
+    for impl, label in labels.items():
+      ref = [t for t in rows if t['impl'] == impl and t['batch'] == r['batch']]
+      if ref:
+        ratios[f'{r["model"]} / {label}, batch {r["batch"]}'] = (r['ms_per_step']
+                                                                 / ref[0]['ms_per_step'])
+  return ratios
+
+
+def format_table(rows, info, ratios, matmul=None, load_end=None, matmul_end=None) -> str:
   lines = [f'Measured {info["date"]} on {info["cpu"]} ({info["usable_cores"]} usable cores), '
            f'JAX {info["jax"]} backend {info["jax_backend"]} ({info["device"]}), '
            f'PyTorch {info["torch"] or "not installed"}, '
-           f'XLA_FLAGS={info.get("xla_flags") or "(none)"}.', '',
-           '| model | impl | batch | compile (s) | ms/step (min-max) | images/s | GFLOP/step '
-           '| GFLOP/s | memory (MiB) | params |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           f'XLA_FLAGS={info.get("xla_flags") or "(none)"}, '
+           f'git {(info.get("git_commit") or "unknown")[:12]}'
+           f'{" (uncommitted changes)" if info.get("git_dirty") else ""}, '
+           f'load average {info.get("load_avg_start")} at the start, {load_end} at the end.',
+           '']
+  if matmul:
+    lines += [f'Matmul reference: jitted float32 {matmul["n"]}x{matmul["n"]} product, '
+              f'{matmul["ms"]:.1f} ms ({matmul["ms_min"]:.1f}-{matmul["ms_max"]:.1f}), '
+              f'**{matmul["gflop_per_s"]:.1f} GFLOP/s** (best block '
+              f'{matmul["gflop_per_s_best"]:.1f}); "share of matmul" is a row\'s GFLOP/s '
+              'over this.'
+              + (f' Timed again after the models: {matmul_end["gflop_per_s"]:.1f} GFLOP/s.'
+                 if matmul_end else ''), '']
+  lines += ['| model | impl | batch | compile (s) | ms/step (min-max) | images/s | GFLOP/step '
+            '| GFLOP/s | share of matmul | memory (MiB) | params |',
+            '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     mem = r.get('device_peak_mib', r.get('xla_planned_mib'))
     mem_s = _fmt(mem, '.0f') + (' (XLA plan)' if 'device_peak_mib' not in r and mem else '')
@@ -228,7 +323,8 @@ def format_table(rows, info, ratios) -> str:
         f'| {r["model"]} | {r["impl"]} | {r["batch"]} | {_fmt(r["compile_s"], ".1f")} | '
         f'{r["ms_per_step"]:.1f} ({r["ms_min"]:.1f}-{r["ms_max"]:.1f}) | '
         f'{r["images_per_s"]:.0f} | {_fmt(r.get("gflop_per_step"), ".2f")} | '
-        f'{_fmt(r.get("gflop_per_s"), ".1f")} | {mem_s} | {r["params"]:,} |')
+        f'{_fmt(r.get("gflop_per_s"), ".1f")} | {_fmt(r.get("matmul_share"), ".0%")} | '
+        f'{mem_s} | {r["params"]:,} |')
   lines.append(f'\nPeak resident set size of the process: '
                f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.')
   for k, v in ratios.items():
@@ -250,6 +346,12 @@ def main(argv=None):
                  help='time the PyTorch DCGAN-64 (auto: when torch is installed)')
   p.add_argument('--torch_device', default='', help='cpu or cuda (default: cuda if JAX is on '
                  'a GPU)')
+  p.add_argument('--torch_orders', default='fresh,shared',
+                 help='PyTorch step orders to time: fresh (a fresh z for G, as jaxgen) and/or '
+                 'shared (pytorch/examples main.py reuses the D step\'s fake)')
+  p.add_argument('--matmul_n', type=int, default=2048,
+                 help='size of the float32 matmul whose FLOP/s the rows are compared with '
+                 '(0: skip)')
   p.add_argument('--out', default='', help='results file stem (default '
                  'benchmarks/results/step_throughput_<backend>); .md and .json are written')
   args = p.parse_args(argv)
@@ -259,6 +361,12 @@ def main(argv=None):
     p.error(f'unknown model(s) {unknown}; accepted: {", ".join(MODELS)}.')
   if args.blocks < 1 or args.steps < 1 or args.warmup < 0:
     p.error('--blocks and --steps must be at least 1 and --warmup at least 0.')
+  torch_orders = [o for o in args.torch_orders.split(',') if o]
+  if not torch_orders or any(o not in TORCH_ORDERS for o in torch_orders):
+    p.error(f'--torch_orders takes a comma-separated subset of {", ".join(TORCH_ORDERS)}; '
+            f'got {args.torch_orders!r}.')
+  if args.matmul_n < 0:
+    p.error('--matmul_n must be 0 (skip) or positive.')
   use_torch = args.torch == 'yes'
   if args.torch == 'auto':
     try:
@@ -275,36 +383,44 @@ def main(argv=None):
   out = args.out or os.path.join('benchmarks', 'results',
                                  f'step_throughput_{info["jax_backend"]}')
   os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-  rows, ratios = [], {}
+  rows = []
   jobs = [('jax', m) for m in models]
   torch_device = args.torch_device or ('cuda' if jax.default_backend() == 'gpu' else 'cpu')
   dcgan64 = [m for m in models if m.startswith('dcgan64')]
   if use_torch and dcgan64:
     batches = sorted({get_config(m, args.batch_size).batch_size for m in dcgan64})
-    jobs += [('torch', b) for b in batches]
+    jobs += [('torch', (b, o)) for b in batches for o in torch_orders]
+  matmul = None
+  if args.matmul_n:
+    matmul = bench_matmul(args.warmup, args.blocks, args.steps, args.matmul_n)
+    tqdm.write(f'{"matmul":>14} float32 {args.matmul_n}: {matmul["ms"]:8.1f} ms, '
+               f'{matmul["gflop_per_s"]:8.1f} GFLOP/s')
   for kind, what in tqdm(jobs, desc='benchmark', unit='model'):
     if kind == 'jax':
       row = bench_jax(what, args.warmup, args.blocks, args.steps, args.batch_size or None)
+      if matmul:
+        row['matmul_share'] = row['gflop_per_s'] / matmul['gflop_per_s']
     else:
-      row = bench_torch(args.warmup, args.blocks, args.steps, what, torch_device)
+      batch, order = what
+      row = bench_torch(args.warmup, args.blocks, args.steps, batch, torch_device,
+                        reuse_fake=TORCH_ORDERS[order])
     rows.append(row)
     tqdm.write(f'{row["model"]:>14} {row["impl"]:<8} batch {row["batch"]:>4}: '
                f'{row["ms_per_step"]:8.1f} ms/step, {row["images_per_s"]:8.0f} images/s')
-  for r in rows:
-    if r['impl'] != 'jaxgen' or not r['model'].startswith('dcgan64'):
-      continue
-    ref = [t for t in rows if t['impl'] == 'pytorch' and t['batch'] == r['batch']]
-    if ref:
-      key = f'{r["model"]} / PyTorch DCGAN-64, batch {r["batch"]}'
-      ratios[key] = r['ms_per_step'] / ref[0]['ms_per_step']
-  table = format_table(rows, info, ratios)
+  ratios = dcgan_ratios(rows)
+  matmul_end = None
+  if args.matmul_n:  # Again after the models: how much the machine's speed drifted.
+    matmul_end = bench_matmul(args.warmup, args.blocks, args.steps, args.matmul_n)
+  load_end = load_average()
+  table = format_table(rows, info, ratios, matmul, load_end, matmul_end)
   print(table)
   with open(out + '.md', 'w') as f:
     f.write(f'Command: python -m benchmarks.step_throughput '
             f'{" ".join(argv) if argv else ""}'.rstrip() + '\n\n' + table)
   with open(out + '.json', 'w') as f:
-    json.dump({'machine': info, 'rows': rows, 'ratios': ratios,
-               'settings': vars(args)}, f, indent=2)
+    json.dump({'machine': info, 'rows': rows, 'ratios': ratios, 'matmul': matmul,
+               'matmul_end': matmul_end, 'load_avg_end': load_end, 'settings': vars(args)},
+              f, indent=2)
   print(f'Wrote {out}.md and {out}.json')
   return 0
 

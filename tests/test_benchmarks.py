@@ -9,7 +9,7 @@ from benchmarks import step_throughput
 def test_benchmark_writes_a_row_per_model(tmp_path):
   out = str(tmp_path / 'bench')
   assert step_throughput.main(['--models=vae', '--warmup=0', '--blocks=2', '--steps=1',
-                               '--torch=no', f'--out={out}']) == 0
+                               '--torch=no', '--matmul_n=256', f'--out={out}']) == 0
   with open(out + '.json') as f:
     result = json.load(f)
   (row,) = result['rows']
@@ -17,8 +17,40 @@ def test_benchmark_writes_a_row_per_model(tmp_path):
   assert row['ms_min'] <= row['ms_per_step'] <= row['ms_max']
   assert row['images_per_s'] == pytest.approx(row['images_per_step'] / row['ms_per_step'] * 1e3)
   assert row['gflop_per_step'] > 0 and row['params'] > 0
-  assert result['machine']['jax_backend'] == 'cpu' and 'xla_flags' in result['machine']
-  assert '| vae | jaxgen |' in open(out + '.md').read()
+  machine = result['machine']
+  assert machine['jax_backend'] == 'cpu' and 'xla_flags' in machine
+  for key in ('git_commit', 'git_dirty', 'flax', 'optax', 'platform', 'load_avg_start'):
+    assert key in machine, key
+  assert 'load_avg_end' in result and result['matmul_end']['n'] == 256
+  mm = result['matmul']
+  assert mm['n'] == 256 and mm['gflop'] == pytest.approx(2 * 256 ** 3 / 1e9)
+  assert mm['gflop_per_s'] == pytest.approx(mm['gflop'] / mm['ms'] * 1e3)
+  assert row['matmul_share'] == pytest.approx(row['gflop_per_s'] / mm['gflop_per_s'])
+  md = open(out + '.md').read()
+  assert '| vae | jaxgen |' in md and 'Matmul reference' in md and 'share of matmul' in md
+
+
+def test_ratios_against_both_pytorch_orders():
+  rows = [{'model': 'dcgan64', 'impl': 'jaxgen', 'batch': 64, 'ms_per_step': 100.0},
+          {'model': 'dcgan64', 'impl': step_throughput.TORCH_IMPL[False], 'batch': 64,
+           'ms_per_step': 200.0},
+          {'model': 'dcgan64', 'impl': step_throughput.TORCH_IMPL[True], 'batch': 64,
+           'ms_per_step': 160.0},
+          {'model': 'dcgan64', 'impl': step_throughput.TORCH_IMPL[True], 'batch': 128,
+           'ms_per_step': 1.0}]
+  ratios = step_throughput.dcgan_ratios(rows)
+  assert sorted(ratios.values()) == [0.5, 0.625]
+  assert 'dcgan64 / PyTorch DCGAN-64, batch 64' in ratios  # The fresh-z order's key.
+  assert any('reusing the fake' in k for k in ratios)
+
+
+def test_torch_rows_time_both_orders():
+  pytest.importorskip('torch')
+  for reuse in (False, True):  # A tiny batch: this only checks the row is made.
+    row = step_throughput.bench_torch(warmup=0, blocks=1, steps=1, batch_size=2,
+                                      reuse_fake=reuse)
+    assert row['impl'] == step_throughput.TORCH_IMPL[reuse]
+    assert row['order'] == ('shared' if reuse else 'fresh') and row['ms_per_step'] > 0
 
 
 def test_unknown_model_is_refused_with_the_accepted_names(capsys):

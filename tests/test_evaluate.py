@@ -1,16 +1,16 @@
-"""Evaluators by name, their caches, the trainer's periodic evaluation and `python -m jaxgen.evaluate`."""
+"""Evaluators by name, their caches, the engine's periodic evaluation and `python -m jaxgen.evaluate`."""
 import json
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 
 from jaxgen import evaluate
 from jaxgen.data import pipeline
-from jaxgen.metrics import classifier, evaluators, inception, scores
-from jaxgen.train import trainer
-from jaxgen.train.writers import read_metrics
+from jaxgen.metrics import evaluators, inception, scores
+from jaxgen.engine import loop
+from jaxgen.engine import workdir as workdir_lib
+from jaxgen.engine.writers import read_metrics
 
 CLASSIFIER_STEPS = 150  # a quick classifier: these tests check plumbing, not its accuracy
 
@@ -20,9 +20,10 @@ def cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp('eval_cache'))
 
 
-def eval_config(tfds_dir, cache, **overrides):
-  from experiments.configs import dcgan
-  cfg = dcgan.get_config('tiny')  # 16x16 digits
+def eval_config(tfds_dir, cache, family='gan', **overrides):
+  from experiments.configs import dcgan, vae
+  # 16x16 digits, both families.
+  cfg = dcgan.get_config('tiny') if family == 'gan' else vae.get_config('tiny')
   cfg.data.data_dir = tfds_dir
   cfg.eval_cache_dir = cache
   cfg.eval_classifier_steps = CLASSIFIER_STEPS
@@ -43,11 +44,24 @@ def digits16(tfds_dir, cache):
 
 @pytest.fixture(scope='module')
 def run(tfds_dir, cache, tmp_path_factory, digits16):
-  """A 20-step tiny DCGAN run evaluated by the trainer at steps 10 and 20."""
+  """A 20-step tiny DCGAN run evaluated by the engine at steps 10 and 20."""
   workdir = str(tmp_path_factory.mktemp('runs') / 'tiny')
   cfg = eval_config(tfds_dir, cache, evaluators=('digits_is', 'digits_fid', 'digits_kid'),
                     eval_every=10)
-  trainer.train_and_evaluate(cfg, workdir)
+  assert cfg.num_steps == 20
+  loop.train_and_evaluate(cfg, workdir)
+  return cfg, workdir
+
+
+@pytest.fixture(scope='module')
+def vae_run(tfds_dir, cache, tmp_path_factory, digits16):
+  """A 20-step tiny VAE run, its samples scored by the engine at steps 10 and 20."""
+  workdir = str(tmp_path_factory.mktemp('runs') / 'tiny_vae')
+  cfg = eval_config(tfds_dir, cache, family='vae',
+                    evaluators=('digits_is', 'digits_fid', 'digits_kid'), eval_every=10,
+                    write_figures=False)
+  assert cfg.num_steps == 20 and cfg.data.resolution == 16
+  loop.train_and_evaluate(cfg, workdir)
   return cfg, workdir
 
 
@@ -68,7 +82,6 @@ def test_names_and_refusals(tfds_dir, cache, tmp_path, monkeypatch):
     evaluators.make_evaluator('digits_fid', cfg)
 
 
-@pytest.mark.slow
 def test_trainer_logs_periodic_evaluations(run):
   _, workdir = run
   evals = [r for r in read_metrics(workdir) if 'eval/digits_fid' in r]
@@ -77,6 +90,10 @@ def test_trainer_logs_periodic_evaluations(run):
     assert 1.0 <= r['eval/digits_is'] <= 10.0
     assert r['eval/digits_is_std'] >= 0
     assert r['eval/digits_fid'] > 0 and np.isfinite(r['eval/digits_kid'])
+  # eval.json holds the evaluation at the last step (a GAN has no evaluation of its own).
+  with open(os.path.join(workdir, loop.EVAL_FILE)) as f:
+    final = json.load(f)
+  assert final == {'step': 20, **{k: v for k, v in evals[-1].items() if k.startswith('eval/')}}
 
 
 def test_real_data_scores_match_direct_computation(digits16, tfds_dir, cache):
@@ -131,9 +148,7 @@ def test_reference_statistics_cached_on_disk(digits16, tfds_dir, cache, monkeypa
   np.testing.assert_array_equal(again['features'], first['features'])
 
 
-@pytest.mark.slow
-def test_cli_on_trained_run_matches_trainer(run, capsys):
-  cfg, workdir = run
+def check_cli_matches_last_evaluation(workdir, capsys):
   rc = evaluate.main(['--workdir', workdir, '--metrics', 'is,fid,kid', '--num_samples', '64',
                       '--no_progress'])
   assert rc == 0
@@ -147,6 +162,20 @@ def test_cli_on_trained_run_matches_trainer(run, capsys):
   final = [r for r in read_metrics(workdir) if r['step'] == 20 and 'eval/digits_fid' in r][0]
   for k in ('digits_is', 'digits_fid', 'digits_kid'):
     assert record['metrics'][k] == pytest.approx(final[f'eval/{k}'], rel=1e-4, abs=1e-6)
+
+
+def test_cli_on_trained_run_matches_trainer(run, capsys):
+  check_cli_matches_last_evaluation(run[1], capsys)
+
+
+def test_cli_on_trained_vae_run_matches_trainer(vae_run, capsys):
+  """The CLI samples a VAE through the family's ``sample``, as the engine's evaluation."""
+  _, workdir = vae_run
+  with open(os.path.join(workdir, loop.EVAL_FILE)) as f:
+    final = json.load(f)
+  assert final['step'] == 20 and np.isfinite(final['test/elbo'])
+  assert 1.0 <= final['eval/digits_is'] <= 10.0 and final['eval/digits_fid'] > 0
+  check_cli_matches_last_evaluation(workdir, capsys)
 
 
 def test_cli_real_split_and_errors(tfds_dir, cache, tmp_path, capsys, monkeypatch, digits16):
@@ -167,7 +196,7 @@ def test_cli_real_split_and_errors(tfds_dir, cache, tmp_path, capsys, monkeypatc
   monkeypatch.setenv('TORCH_HOME', str(tmp_path / 't'))
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
-  with open(os.path.join(workdir, trainer.CONFIG_FILE), 'w') as f:
+  with open(os.path.join(workdir, workdir_lib.CONFIG_FILE), 'w') as f:
     f.write(digits16.to_json())
   assert evaluate.main(['--workdir', workdir, '--metrics', 'inception_fid']) == 2
   assert 'InceptionV3 FID weights not found' in capsys.readouterr().err
