@@ -1,5 +1,5 @@
-"""The input pipeline: digits builder, mock TFDS data, per-process shards, exact positioning."""
-import os
+"""The input pipeline: digits builder, mock TFDS data, per-process shards, whole-split reads,
+exact positioning."""
 import time
 
 import jax
@@ -57,18 +57,45 @@ def test_training_stream_positioning_is_exact(tfds_dir):
   np.testing.assert_array_equal(np.bincount(first_epoch, minlength=10), np.bincount(y, minlength=10))
 
 
+def _read_once(c, split):
+  """Every example make_dataset gives this process in one ordered pass."""
+  return np.concatenate([b['image'] for b in pipeline.make_dataset(c, split, 256, repeat=False)])
+
+
 def test_per_process_shards_are_disjoint(tfds_dir, monkeypatch):
+  """make_dataset (training input) reads this process's share of the split."""
   c = cfg(tfds_dir)
+  full, _ = pipeline.load_split_arrays(c, 'train')
+  assert len(full) == pipeline.split_size(c, 'train') == 1438
   shards = []
   for pid in range(2):
     monkeypatch.setattr(jax, 'process_count', lambda: 2)
     monkeypatch.setattr(jax, 'process_index', lambda pid=pid: pid)
-    x, _ = pipeline.load_split_arrays(c, 'train')
-    shards.append({a.tobytes() for a in x})
+    shards.append({a.tobytes() for a in _read_once(c, 'train')})
+    # The training stream of process pid draws from its own share only.
+    batch = next(pipeline.make_dataset(c, 'train', 100, seed=0))
+    assert {a.tobytes() for a in batch['image']} <= shards[pid]
   assert len(shards[0]) > 600 and len(shards[1]) > 600
   assert not shards[0] & shards[1]
-  full, _ = pipeline.load_split_arrays(c, 'train')
   assert len(shards[0] | shards[1]) >= len(full) - 1
+
+
+def test_load_split_arrays_reads_the_whole_split_on_every_process(tfds_dir, monkeypatch):
+  """Evaluation data do not depend on the number of processes: each one gets every example."""
+  c = cfg(tfds_dir)
+  full_x, full_y = pipeline.load_split_arrays(c, 'test')
+  assert len(full_x) == pipeline.split_size(c, 'test') == 1797 - 1438
+  for pid in range(2):
+    monkeypatch.setattr(jax, 'process_count', lambda: 2)
+    monkeypatch.setattr(jax, 'process_index', lambda pid=pid: pid)
+    assert len(_read_once(c, 'test')) < len(full_x)  # make_dataset: this process's share.
+    x, y = pipeline.load_split_arrays(c, 'test')
+    np.testing.assert_array_equal(x, full_x)
+    np.testing.assert_array_equal(y, full_y)
+    assert pipeline.split_size(c, 'test') == len(full_x)
+    x, y = pipeline.load_split_arrays(c, 'test', max_examples=100)
+    np.testing.assert_array_equal(x, full_x[:100])
+    np.testing.assert_array_equal(y, full_y[:100])
 
 
 @pytest.mark.parametrize('name,res,ch', [('mnist', 32, 1), ('cifar10', 32, 3),
