@@ -5,7 +5,7 @@ G 3,576,704 and D 2,765,568 parameters, no biases, BatchNorm everywhere but D's 
 and G's output, weights N(0, 0.02), BatchNorm scale N(1, 0.02). The loss is
 BCE-with-logits (D ends in raw logits, never sigmoid-then-log), Adam(2e-4, betas (0.5, 0.999)).
 
-One step, as ``jaxgen.train.step.make_train_step`` with n_dis=1 does it:
+One step, as the GAN family's default step (``jaxgen.families.gan``, n_dis=1) does it:
 1. D update: fake = G(z1) (no graph kept), loss = BCE(D(real), 1) + BCE(D(fake), 0), Adam step.
 2. G update: fake = G(z2) with a fresh z2, loss = BCE(D(fake), 1), Adam step on G only.
 ``reuse_fake=True`` instead reuses the first G forward for the G update (pytorch/examples'

@@ -1,21 +1,21 @@
 """jaxgen's DCGAN train step, number for number against PyTorch (pytorch/examples' DCGAN).
 
 Both sides start from the same weights (torch's init copied by benchmarks.torch_bridge),
-see the same real batches and the same z (drawn in numpy), and train with
+see the same real batches and the same z (the noise the engine's step draws, from
+``jaxgen.families.gan.step_noise``, fed to torch), and train with
 Adam(2e-4, betas (0.5, 0.999), eps 1e-8) on the BCE-with-logits (non-saturating) losses,
 for 3 steps in each order:
 
-* 'fresh': D update on real and G(z1) (stopped), then G update on D(G(z2)) - jaxgen's
-  Algorithm 1 (jaxgen.train.step).
+* 'fresh': D update on real and G(z1) (stopped), then G update on D(G(z2)) - the GAN
+  family's default step (``g_step='fresh'``, Goodfellow et al.'s Algorithm 1).
 * 'shared': pytorch/examples main.py: fake = G(z1), D update on real and the stopped fake,
   G update on D'(fake) through the UPDATED D and the same G forward (G's BatchNorm
   statistics advance once per step).
 
 After every step the losses, every parameter, both Adam moments and every BatchNorm
-running statistic are compared. ``jaxgen_step(order)`` is the jaxgen side: for now a small
-pure function written here (and, for 'shared', also the one-G-forward draft in
-benchmarks/shared_forward_draft.py); the lead will point it at the engine's GAN step
-(``nets_of`` adapts the state).
+running statistic are compared. ``jaxgen_step(order)`` is the jaxgen side: the GAN family's
+own train step (``jaxgen.families.gan.make_train_step`` with ``g_step=order``), the
+function the engine jits.
 
 Tolerances (all derived below, none from a run):
 
@@ -60,8 +60,9 @@ Tolerances (all derived below, none from a run):
   (variance twice), relative to the channel's scale |mean| + sqrt(var). torch averages the
   unbiased batch variance, flax the biased one; jaxgen's running variances are converted
   (benchmarks.torch_bridge.running_var_torch_equivalent) with the number of BatchNorm
-  passes per step (D: 3, real / fake / G-loss pass, as torch runs D in train mode there;
-  G: 2 in 'fresh', 1 in 'shared').
+  passes per step (G: 2 in 'fresh', 1 in 'shared'; D: 3 in 'shared', real / fake /
+  G-loss pass, as torch runs D in train mode there). In 'fresh' order D's are not compared:
+  jaxgen's default step keeps D's collections from D's own update only (see _compare).
 
 oneDNN. On the 2-core AMD EPYC this was written on (torch 2.13.0+cpu), with this test's
 data at 32x32, torch's default (oneDNN) float32 step gave a G gradient 0.65 % (of the
@@ -82,10 +83,9 @@ torch = pytest.importorskip('torch')
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from benchmarks import shared_forward_draft  # pylint: disable=wrong-import-position
 from benchmarks import torch_bridge  # pylint: disable=wrong-import-position
 from benchmarks import torch_dcgan  # pylint: disable=wrong-import-position
-from jaxgen.losses import gan as gan_losses  # pylint: disable=wrong-import-position
+from jaxgen.families import base, gan  # pylint: disable=wrong-import-position
 from jaxgen.models import dcgan  # pylint: disable=wrong-import-position
 
 RES, WIDTH, BATCH, NZ, NC, STEPS = 16, 8, 8, 100, 3, 3
@@ -99,7 +99,8 @@ N_ACC = max(BATCH * (RES // 2) ** 2, 16 * WIDTH * 2 ** (N_LAYERS - 2), NZ)
 DEPTH = 2 * 2 * N_LAYERS  # Forward and backward through G and D.
 RHO_FWD = EPS32 * math.sqrt(N_ACC) * DEPTH
 # BatchNorm passes per step (see the module docstring).
-BN_PASSES = {'fresh': {'g': 2, 'd': 3}, 'shared': {'g': 1, 'd': 3}}
+BN_PASSES = {'fresh': {'g': 2}, 'shared': {'g': 1, 'd': 3}}
+RNG = jax.random.PRNGKey(16)  # The train state's base key: the engine's noise comes from it.
 
 
 def adam_ratio_bound(t, b1=B1, b2=B2):
@@ -118,67 +119,41 @@ def make_tx():
   return optax.adam(LR, b1=B1, b2=B2, eps=ADAM_EPS)
 
 
-def jaxgen_step(order, impl='test'):
-  """``step(nets, real, z) -> (nets, metrics)`` for ``order``; z is (z1, z2) for 'fresh'.
+def step_config(order):
+  from experiments.configs import dcgan as dcgan_configs  # pylint: disable=g-import-not-at-top
+  c = dcgan_configs.get_config('tiny')
+  c.model.update(dict(resolution=RES, channels=NC, latent_dim=NZ, g_width=WIDTH,
+                      d_width=WIDTH, conv_impl='fast'))
+  c.data.update(dict(resolution=RES, channels=NC))
+  c.optimizer.update(dict(g_lr=LR, d_lr=LR, b1=B1, b2=B2, eps=ADAM_EPS))
+  c.loss.name, c.batch_size, c.num_steps, c.g_step = 'non_saturating', BATCH, STEPS, order
+  return c
 
-  nets: {'g': {'params', 'vars', 'opt'}, 'd': {...}} (the engine's state['nets']);
-  metrics: 'd_loss', 'g_loss'. impl 'draft': benchmarks.shared_forward_draft ('shared').
-  Pointing this at the engine's step: z must still come from the test (the engine draws
-  it from state['rng'], so either let the step take z from the batch, or compute here the
-  z the engine will draw and feed those to torch), and the engine's step discards D's
-  statistics from the G-loss pass (BN_PASSES['*']['d'] becomes 2, or keep them as torch).
-  """
+
+def jaxgen_step(order):
+  """``step(nets, real, t) -> (nets, metrics)``: the GAN family's train step at step t."""
+  config = step_config(order)
+  gan.validate(config)
   g_model, d_model = make_models()
-  tx = make_tx()
-  loss = gan_losses.get_gan_loss('non_saturating')
-  if impl == 'draft':
-    assert order == 'shared'
-    draft = shared_forward_draft.make_shared_step(g_model, d_model, tx, tx, loss)
-    return jax.jit(lambda nets, real, z: draft(nets, real, z))
+  g_tx, d_tx = gan.optimizers(config)
+  train_step = gan.make_train_step(config, g_model, d_model, g_tx, d_tx)
 
-  def g_apply(p, v, z):
-    return g_model.apply({'params': p, **v}, z, train=True, mutable=list(v))
-
-  def d_apply(p, v, x):
-    return d_model.apply({'params': p, **v}, x, train=True, mutable=list(v))
-
-  def step(nets, real, z):
-    g, d = nets['g'], nets['d']
-    z1, z2 = z if order == 'fresh' else (z, z)
-    fake, g_vars = g_apply(g['params'], g['vars'], z1)
-
-    def d_loss_fn(p):  # Separate BatchNorm batches for real and fake, as torch.
-      real_logits, v = d_apply(p, d['vars'], real)
-      fake_logits, v = d_apply(p, v, jax.lax.stop_gradient(fake))
-      return loss.d_loss(real_logits, fake_logits), v
-
-    (d_loss, d_vars), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d['params'])
-    updates, d_opt = tx.update(d_grads, d['opt'], d['params'])
-    d_params = optax.apply_updates(d['params'], updates)
-    # 'shared': G's loss recomputes the same G forward (same z, same batch statistics in
-    # train mode) and keeps the statistics of the first one: one BatchNorm update per step.
-    g_in_vars = g['vars'] if order == 'shared' else g_vars
-
-    def g_loss_fn(p):
-      out, gv = g_apply(p, g_in_vars, z2)
-      logits, dv = d_apply(d_params, d_vars, out)  # Through the updated D.
-      return loss.g_loss(logits), (gv, dv)
-
-    (g_loss, (gv, d_vars)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        g['params'])
-    g_vars = g_vars if order == 'shared' else gv
-    updates, g_opt = tx.update(g_grads, g['opt'], g['params'])
-    g_params = optax.apply_updates(g['params'], updates)
-    return ({'g': {'params': g_params, 'vars': g_vars, 'opt': g_opt},
-             'd': {'params': d_params, 'vars': d_vars, 'opt': d_opt}},
-            {'d_loss': d_loss, 'g_loss': g_loss})
-
+  def step(nets, real, t):
+    state = base.TrainState(step=t, rng=RNG, data_offset=0, nets=nets)
+    state, metrics = train_step(state, {'image': real})
+    return state.nets, metrics
   return jax.jit(step)
 
 
-def nets_of(state):
-  """The {'g': {...}, 'd': {...}} nets of a step's state (re-point for the engine)."""
-  return state
+def engine_noise(order):
+  """The z of each step, as the engine's step draws them (NCHW-free: [batch, NZ])."""
+  config = step_config(order)
+  out = []
+  for t in range(STEPS):
+    noise = gan.step_noise(config, RNG, t, BATCH)
+    z1, z2 = (np.asarray(noise[k], np.float32) for k in ('d_z', 'g_z'))
+    out.append((z1[0], z2) if order == 'fresh' else z1[0])
+  return out
 
 
 def adam_moments(opt_state):
@@ -228,17 +203,7 @@ def _data(order):
   rng = np.random.default_rng(16)
   reals = [np.tanh(rng.normal(size=(BATCH, NC, RES, RES))).astype(np.float32)
            for _ in range(STEPS)]
-  zs = []
-  for _ in range(STEPS):
-    z1 = rng.normal(size=(BATCH, NZ)).astype(np.float32)
-    z2 = rng.normal(size=(BATCH, NZ)).astype(np.float32)
-    zs.append((z1, z2) if order == 'fresh' else z1)
-  return reals, zs
-
-
-# The jaxgen steps checked per order: this file's jaxgen_step, and for 'shared' also the
-# one-G-forward draft (benchmarks/shared_forward_draft.py).
-IMPLS = {'fresh': ('test',), 'shared': ('test', 'draft')}
+  return reals, engine_noise(order)
 
 
 @pytest.mark.filterwarnings('ignore:TF32 acceleration on top of oneDNN')
@@ -270,13 +235,13 @@ def test_dcgan_steps_match_pytorch(order):
   with torch.backends.mkldnn.flags(enabled=False):
     ref = torch_dcgan.run_reference(g_t, d_t, reals, zs, order, lr=LR, betas=(B1, B2),
                                     eps=ADAM_EPS, record_grads=True, on_step=snapshot)
-  for impl in IMPLS[order]:
-    _compare(order, impl, nets, reals, zs, ref, snaps, g_t, d_t)
+  _compare(order, nets, reals, ref, snaps, g_t, d_t)
 
 
-def _compare(order, impl, nets, reals, zs, ref, snaps, g_t, d_t):
-  """Runs jaxgen_step(order, impl) from ``nets`` and checks it against the torch run."""
-  step = jaxgen_step(order, impl)
+def _compare(order, nets, reals, ref, snaps, g_t, d_t):
+  """Runs jaxgen_step(order) from ``nets`` and checks it against the torch run."""
+  impl = 'engine'
+  step = jaxgen_step(order)
   check = _Check()
   zeros = {n: {k: 0.0 for k in _flat(nets[n]['params'])} for n in 'gd'}
   # Actual differences after the previous step (a posteriori: the next step's inputs).
@@ -288,8 +253,7 @@ def _compare(order, impl, nets, reals, zs, ref, snaps, g_t, d_t):
   for t in range(STEPS):
     count = t + 1
     old_vars = {n: _flat(nets[n]['vars']['batch_stats']) for n in 'gd'}
-    nets_new, metrics = step(nets, torch_bridge.nchw_to_nhwc(reals[t]), zs[t])
-    nets = nets_of(nets_new)
+    nets, metrics = step(nets, torch_bridge.nchw_to_nhwc(reals[t]), t)
     rho = RHO_FWD + perturbation
     ratio = adam_ratio_bound(count)
     grads = {'g': _flat(torch_bridge.param_like_to_flax(g_t, ref['g_grads'][t])),
@@ -339,7 +303,13 @@ def _compare(order, impl, nets, reals, zs, ref, snaps, g_t, d_t):
         scale[n][k] = 1.0 if 'BatchNorm' in k else np.sqrt(np.mean(want ** 2))
         dmu[n][k] = np.abs(got_mu[k] - want_mu[k])
         dnu[n][k] = np.abs(got_nu[k] - want_nu[k])
-      # BatchNorm running statistics.
+      # BatchNorm running statistics. Not D's in 'fresh' order: there torch's G-loss pass
+      # (D in train mode) moves them a third time, while jaxgen's default step keeps D's
+      # collections from D's own update only (its spectral-norm vectors live there too, and
+      # they must not advance in the G pass). Running statistics enter no train-mode
+      # computation: the parameters, moments and losses above are the algorithm.
+      if order == 'fresh' and n == 'd':
+        continue
       want_s, got_s = _flat(snap['batch_stats']), _flat(nets[n]['vars']['batch_stats'])
       positions = _bn_positions(n)
       for k, want in want_s.items():

@@ -35,6 +35,24 @@ def sample_latent(rng, num: int, latent_dim: int, prior: str = 'normal'):
   raise ValueError(f'Unknown latent prior {prior!r}; accepted: normal, uniform.')
 
 
+def step_noise(config, rng, step, m: int) -> dict:
+  """The noise a train step draws from ``fold_in(rng, step)``, for ``m`` examples per update.
+
+  ``d_z`` [n_dis, m, latent] and ``d_keys`` [n_dis] (the penalties' randomness) for the D
+  updates, ``g_z`` [m, latent] for the G update ('fresh'; with ``g_step='shared'`` the G
+  update reuses ``d_z[0]``). Exposed so a reference implementation can be fed the same noise.
+  """
+  key = jax.random.fold_in(rng, step)
+  latent_dim, prior = config.model.latent_dim, config.model.latent_prior
+  d_z, p_keys = [], []
+  for k in jax.random.split(jax.random.fold_in(key, 0), config.n_dis):
+    z_key, p_key = jax.random.split(k)
+    d_z.append(sample_latent(z_key, m, latent_dim, prior))
+    p_keys.append(p_key)
+  return {'d_z': jnp.stack(d_z), 'p_keys': jnp.stack(p_keys),
+          'g_z': sample_latent(jax.random.fold_in(key, 1), m, latent_dim, prior)}
+
+
 def validate(config) -> None:
   def positive(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -125,7 +143,6 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
   """
   loss = gan_losses.get_gan_loss(config.loss.name)
   n_dis, ema_decay = config.n_dis, config.ema_decay
-  latent_dim, prior = config.model.latent_dim, config.model.latent_prior
   penalty_weight, weight_clip = config.penalty.weight, config.weight_clip
   joint_d = config.d_joint_batch
   penalty = penalties.get_penalty(config.penalty.name)
@@ -139,12 +156,10 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
                                mutable=list(d_vars))
 
   def d_update(carry, inputs):
-    """One D update on ``real`` and G(z), z drawn from ``key`` (G's statistics advance)."""
+    """One D update on ``real`` and G(z) (G's statistics advance)."""
     g, d = carry
-    real, key = inputs
-    z_key, p_key = jax.random.split(key)
-    z = base.shard_batch_axis(sample_latent(z_key, real.shape[0], latent_dim, prior))
-    fake, g_vars = g_apply(g['params'], g['vars'], z)
+    real, z, p_key = inputs
+    fake, g_vars = g_apply(g['params'], g['vars'], base.shard_batch_axis(z))
     d, metrics = d_update_on(d, real, jax.lax.stop_gradient(fake), p_key)
     return (dict(g, vars=g_vars), d), metrics
 
@@ -189,12 +204,10 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     saved G forward. BatchNorm statistics as PyTorch keeps them: G's advance once (one
     forward), D's also in the G pass (a train-mode forward in PyTorch updates them).
     """
-    key = jax.random.fold_in(state.rng, state.step)
-    d_key = jax.random.split(jax.random.fold_in(key, 0), 1)[0]
-    z_key, p_key = jax.random.split(d_key)
     real = batch['image']
+    noise = step_noise(config, state.rng, state.step, real.shape[0])
     g, d = state.nets['g'], state.nets['d']
-    z = base.shard_batch_axis(sample_latent(z_key, real.shape[0], latent_dim, prior))
+    z, p_key = base.shard_batch_axis(noise['d_z'][0]), noise['p_keys'][0]
     fake, g_pullback, g_vars = jax.vjp(lambda p: g_apply(p, g['vars'], z), g['params'],
                                        has_aux=True)
     g = dict(g, vars=g_vars)
@@ -209,11 +222,9 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     return finish(state, g, dict(d, vars=d_vars), g_loss, g_grads, d_metrics)
 
   def train_step(state: base.TrainState, batch):
-    key = jax.random.fold_in(state.rng, state.step)
-    d_keys = jax.random.split(jax.random.fold_in(key, 0), n_dis)
-    g_key = jax.random.fold_in(key, 1)
     images = batch['image']
     m = images.shape[0] // n_dis
+    noise = step_noise(config, state.rng, state.step, m)
     # Example i * n_dis + j goes to D update j: splitting the (sharded) batch axis this way
     # keeps each update's m examples spread over the devices.
     real = jnp.swapaxes(images.reshape((m, n_dis, *images.shape[1:])), 0, 1)
@@ -223,14 +234,15 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
     # n_dis = 1, 1.0 s with n_dis = 2 fully unrolled). A one-step scan with unroll=True still
     # measured 10 s, so n_dis = 1 calls the update directly.
     if n_dis == 1:
-      carry, d_metrics = d_update(carry, (real[0], d_keys[0]))
+      carry, d_metrics = d_update(carry, (real[0], noise['d_z'][0], noise['p_keys'][0]))
     else:
-      carry, d_metrics = jax.lax.scan(d_update, carry, (real, d_keys), unroll=True)
+      carry, d_metrics = jax.lax.scan(d_update, carry, (real, noise['d_z'], noise['p_keys']),
+                                      unroll=True)
       every_finite = jnp.min(d_metrics['d_finite'])  # over all k updates
       d_metrics = jax.tree.map(lambda x: x[-1], d_metrics)  # the others: the last update's
       d_metrics['d_finite'] = every_finite
     g, d = carry
-    z = base.shard_batch_axis(sample_latent(g_key, m, latent_dim, prior))
+    z = base.shard_batch_axis(noise['g_z'])
     d_vars = base.variables(d)
 
     def g_loss_fn(params):
