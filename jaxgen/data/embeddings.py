@@ -26,6 +26,7 @@ _ALLOWED = {
     ('numpy._core.multiarray', 'scalar'), ('builtins', 'list'), ('__builtin__', 'list'),
     ('copy_reg', '_reconstructor'), ('copyreg', '_reconstructor'),
     ('builtins', 'object'), ('__builtin__', 'object'),
+    ('_codecs', 'encode'),  # How protocol-2 pickles written by Python 3 store bytes.
     ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),
 }
 
