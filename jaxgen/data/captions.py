@@ -101,15 +101,9 @@ def caption_builder(data_config):
   spec = CAPTION_SETS[data_config.name]
   data_dir = pipeline.default_data_dir(data_config.get('data_dir'))
   config = _builder_config(data_config)
-  if spec.module is None:
-    builder = tfds.builder(data_config.name if config is None else
-                           f'{data_config.name}/{config}', data_dir=data_dir)
-    if not builder.is_prepared():
-      raise pipeline.DatasetNotAvailableError(
-          f'{data_config.name} is not prepared under data_dir={data_dir!r} and jaxgen never '
-          f'downloads. On a machine with network access run `tfds build {data_config.name} '
-          f'--data_dir={data_dir}`, then copy the folder here (or set TFDS_DATA_DIR).')
-    return builder
+  if spec.module is None:  # TFDS's own set: pipeline says how to prepare it when absent.
+    return tfds.builder(data_config.name if config is None else
+                        f'{data_config.name}/{config}', data_dir=data_dir)
   cls = getattr(importlib.import_module(spec.module), spec.builder_class)
   builder = cls(config=config, data_dir=data_dir) if config is not None else cls(
       data_dir=data_dir)
@@ -124,7 +118,8 @@ def caption_builder(data_config):
           f'files you download yourself: {cls.MANUAL_DOWNLOAD_INSTRUCTIONS} Then pass '
           '--config.data.manual_dir=<that folder>.')
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  print(f'Preparing {data_config.name}/{builder.builder_config.name} in {data_dir} (once).')
+  variant = f'/{builder.builder_config.name}' if builder.builder_config else ''
+  print(f'Preparing {data_config.name}{variant} in {data_dir} (once).')
   tfds.display_progress_bar(False)
   try:
     builder.download_and_prepare(download_config=download_config)
