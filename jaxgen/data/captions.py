@@ -198,8 +198,7 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
     base = base.cache()
   base = base.enumerate()
   if not repeat:
-    ds = base.map(_choose_caption(tf, tf.constant(seed * 1_000_003, tf.int64)),
-                  deterministic=True)
+    ds = base.map(_choose_caption(tf, tf.constant(seed * 1_000_003, tf.int64)))
     return _tokenised(ds.batch(batch_size).prefetch(2), tokenizer, keep_text)
   if num < batch_size:
     raise ValueError(f'{data_config.name}:{split} has {num} examples on this process, fewer '
@@ -210,7 +209,7 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
   def epoch(e):
     epoch_seed = seed * 1_000_003 + e
     shuffled = base.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-    return shuffled.map(_choose_caption(tf, epoch_seed), deterministic=True)
+    return shuffled.map(_choose_caption(tf, epoch_seed))
 
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
