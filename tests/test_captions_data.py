@@ -363,6 +363,26 @@ def test_flowers_builder_and_batches(tmp_path):
   test = _read_split(captions.caption_builder(cfg), 'test')
   assert sorted(e['filename'].decode() for e in test) == [
       f'class_00001/image_{k:05d}' for k in range(1, 5)]
+  # Precomputed embeddings (as StackGAN's pickles): row k of image m is the constant m + k/10,
+  # so a batch row shows which image and which caption it was looked up for.
+  table = {f'class_{1 + (m - 1) // 4:05d}/image_{m:05d}':
+           np.tile((m + np.arange(10) / 10)[:, None], (1, 3)).astype(np.float32)
+           for m in range(1, 9)}
+  seen = set()
+  it = captions.make_caption_dataset(cfg, 'train', 4, text.CharVocab(), keep_text=True,
+                                     embeddings=table)
+  for batch in (next(it) for _ in range(5)):
+    assert batch['caption_embedding'].shape == (4, 3)
+    for b in range(4):
+      name, k = batch['filename'][b], int(batch['caption_index'][b])
+      np.testing.assert_array_equal(batch['caption_embedding'][b], table[name][k])
+      # The drawn caption is line k of the image's caption file.
+      assert batch['caption'][b] == f'this bird class_00002 number {k}, with white wings.'
+      seen.add(k)
+  assert len(seen) > 5  # 20 draws from 10 captions
+  with pytest.raises(KeyError, match='No precomputed embedding'):
+    next(captions.make_caption_dataset(cfg, 'train', 4, text.CharVocab(),
+                                       embeddings={'x/y': np.zeros((10, 3))}))
 
 
 def test_manual_data_errors(tmp_path):
@@ -400,3 +420,5 @@ def test_coco_captions_name_mapping(tmp_path):
                                                keep_text=True))
   assert batch['image'].shape == (4, 16, 16, 3)
   assert batch['caption_ids'].shape == (4, 201) and len(batch['caption']) == 4
+  with pytest.raises(ValueError, match='keyed by filename'):
+    captions.make_caption_dataset(cfg, 'train', 4, text.CharVocab(), embeddings={'a': 1})

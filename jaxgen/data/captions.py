@@ -10,7 +10,9 @@
 * ``label`` int32 [B] for class-labelled sets (CUB, Oxford-102), and for ``jaxgen_shapes``
   its attributes: ``object_shape``, ``object_colour``, ``object_size``, ``object_position``
   int32 [B, 2] (-1 in the second slot of one-object images), ``num_objects``, ``background``
-  int32 [B].
+  int32 [B],
+* ``caption_index`` int32 [B]: which of its image's captions each row got; with
+  precomputed ``embeddings`` (CUB/Oxford-102) also ``caption_embedding`` float32 [B, dim].
 
 Positioning follows :func:`jaxgen.data.pipeline.make_dataset`: with ``repeat`` the stream
 is a pure function of (seed, process, step): epoch ``e`` is this process's share of the split
@@ -43,6 +45,7 @@ class CaptionSet:
   crop: str                            # pipeline's crop: 'resize' or 'center'
   captions: tuple[str, ...]            # path to the caption strings in a TFDS example
   attributes: tuple[str, ...] = ()     # integer features passed through as int32
+  filename: str | None = None          # feature naming the image ('<class dir>/<stem>')
   module: str | None = None            # jaxgen module with the builder (None: TFDS's own)
   builder_class: str | None = None
   manual: bool = False                 # built from data_config.manual_dir
@@ -50,10 +53,11 @@ class CaptionSet:
 
 CAPTION_SETS = {
     'jaxgen_shapes': CaptionSet('resize', ('captions',), SHAPES_ATTRIBUTES,
-                                'jaxgen.data.shapes', 'JaxgenShapes'),
-    'jaxgen_cub_captions': CaptionSet('center', ('captions',), (), 'jaxgen.data.caption_sets',
-                                      'JaxgenCubCaptions', manual=True),
-    'jaxgen_flowers_captions': CaptionSet('center', ('captions',), (),
+                                module='jaxgen.data.shapes', builder_class='JaxgenShapes'),
+    'jaxgen_cub_captions': CaptionSet('center', ('captions',), (), 'filename',
+                                      'jaxgen.data.caption_sets', 'JaxgenCubCaptions',
+                                      manual=True),
+    'jaxgen_flowers_captions': CaptionSet('center', ('captions',), (), 'filename',
                                           'jaxgen.data.caption_sets', 'JaxgenFlowersCaptions',
                                           manual=True),
     'coco_captions': CaptionSet('center', ('captions', 'text')),
@@ -148,6 +152,8 @@ def _base(data_config, split):
     out = {'captions': _get(ex, spec.captions)}
     for key in spec.attributes:
       out[key] = tf.cast(ex[key], tf.int32)
+    if spec.filename:
+      out['filename'] = ex[spec.filename]
     return out
 
   ds, num = pipeline._base_dataset(config, split, builder=builder, extra=extra)  # pylint: disable=protected-access
@@ -163,43 +169,79 @@ def _choose_caption(tf, seed_value):
         [], seed=tf.stack([seed_value, index]), minval=0, maxval=tf.int64.max,
         dtype=tf.int64) % tf.maximum(n, 1)
     ex['caption'] = tf.cond(n > 0, lambda: captions[pick], lambda: tf.constant(''))
+    ex['caption_index'] = tf.cast(pick, tf.int32)
     return ex
   return choose
 
 
-def _tokenised(ds, tokenizer, keep_text):
+def _check_embeddings(embeddings, data_config):
+  if embeddings is None:
+    return
+  if not CAPTION_SETS[data_config.name].filename:
+    raise ValueError(f'Precomputed caption embeddings are keyed by filename, which '
+                     f'{data_config.name} does not store; accepted with: '
+                     f'{", ".join(n for n, s in CAPTION_SETS.items() if s.filename)}.')
+  if not isinstance(embeddings, dict) or not embeddings:
+    raise ValueError('embeddings must be a non-empty dict filename -> [captions, dim] array '
+                     '(see jaxgen.data.embeddings.embeddings_by_filename).')
+
+
+def _tokenised(ds, tokenizer, keep_text, embeddings=None):
   for batch in ds.as_numpy_iterator():
     text = batch.pop('caption')
+    names = batch.pop('filename', None)
     batch['caption_ids'], batch['caption_len'] = tokenizer.encode_batch(text)
+    if embeddings is not None:
+      rows = []
+      for name, k in zip(names, batch['caption_index']):
+        name = name.decode('utf-8')
+        if name not in embeddings:
+          raise KeyError(f'No precomputed embedding for {name!r} (the table has '
+                         f'{len(embeddings)} entries, e.g. {next(iter(embeddings))!r}).')
+        table = embeddings[name]
+        if k >= len(table):
+          raise ValueError(f'{name!r} has {len(table)} precomputed embeddings; caption {k} '
+                           'was drawn. Captions and embeddings must come in the same order.')
+        rows.append(table[k])
+      batch['caption_embedding'] = np.stack(rows).astype(np.float32)
     if keep_text:
       batch['caption'] = np.array([t.decode('utf-8', errors='replace') for t in text],
                                   dtype=object)
+      if names is not None:
+        batch['filename'] = np.array([n.decode('utf-8') for n in names], dtype=object)
     yield batch
 
 
 def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
                          seed: int = 0, start_step: int = 0, repeat: bool = True,
-                         keep_text: bool = False) -> Iterator[dict]:
+                         keep_text: bool = False,
+                         embeddings: dict | None = None) -> Iterator[dict]:
   """Yields numpy batches of this process's share of ``split`` (see the module docstring).
 
   ``tokenizer`` is a :class:`jaxgen.data.text.CharVocab` or ``WordVocab`` (anything with
   ``encode_batch(texts) -> (ids, lengths)``). With ``repeat`` (training) batches never end
   and ``start_step`` positions the stream; without it the split is read once in order with
   the epoch-0 caption choice and the last batch may be short. ``keep_text`` adds the chosen
-  captions as ``caption`` (an object array of str, for logging; not for the device).
+  captions as ``caption`` (an object array of str, for logging; not for the device), and
+  ``filename`` where the set has one. ``caption_index`` int32 [B] says which caption of its
+  image each row got. ``embeddings`` (``filename -> [captions, dim]``, e.g. StackGAN's
+  char-CNN-RNN pickles via :func:`jaxgen.data.embeddings.embeddings_by_filename`) adds
+  ``caption_embedding`` float32 [B, dim], the precomputed embedding of the drawn caption; it
+  assumes the table lists an image's captions in the order of its caption file.
   """
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f'batch_size must be a positive integer; got {batch_size!r}.')
   if not isinstance(start_step, int) or start_step < 0:
     raise ValueError(f'start_step must be a non-negative integer; got {start_step!r}.')
   tf = pipeline._tf()  # pylint: disable=protected-access
+  _check_embeddings(embeddings, data_config)
   base, num = _base(data_config, split)
   if data_config.get('cache', True):
     base = base.cache()
   base = base.enumerate()
   if not repeat:
     ds = base.map(_choose_caption(tf, tf.constant(seed * 1_000_003, tf.int64)))
-    return _tokenised(ds.batch(batch_size).prefetch(2), tokenizer, keep_text)
+    return _tokenised(ds.batch(batch_size).prefetch(2), tokenizer, keep_text, embeddings)
   if num < batch_size:
     raise ValueError(f'{data_config.name}:{split} has {num} examples on this process, fewer '
                      f'than one batch of {batch_size}.')
@@ -213,7 +255,7 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
 
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return _tokenised(ds, tokenizer, keep_text)
+  return _tokenised(ds, tokenizer, keep_text, embeddings)
 
 
 def split_captions(data_config, split: str = 'train') -> Iterator[str]:
@@ -238,22 +280,22 @@ def build_word_vocab(data_config, *, min_count: int = 1, max_size: int | None = 
 
 
 def load_caption_split(data_config, split: str, tokenizer, max_examples: int | None = None):
-  """Reads (a prefix of) a split with *all* its captions, e.g. for retrieval evaluation.
+  """Reads (a prefix of) this process's share of a split with *all* its captions, in order.
 
-  Returns a dict: ``image`` float32 [N, r, r, 3] in [-1, 1], ``caption_ids`` int32
+  For retrieval evaluation and for embedding every caption once. Returns a dict: ``image`` float32 [N, r, r, 3] in [-1, 1], ``caption_ids`` int32
   [N, C, max_len] and ``caption_len`` int32 [N, C] with C the largest caption count (missing
   captions have length 0), ``num_captions`` int32 [N], plus the set's labels/attributes.
   """
-  tf = pipeline._tf()  # pylint: disable=protected-access
   base, _ = _base(data_config, split)
   if max_examples is not None:
     base = base.take(max_examples)
   rows = []
   for ex in base.as_numpy_iterator():
     captions = [c.decode('utf-8', errors='replace') for c in ex.pop('captions')]
+    if 'filename' in ex:
+      ex['filename'] = ex['filename'].decode('utf-8')
     ex['caption_ids'], ex['caption_len'] = tokenizer.encode_batch(captions)
     rows.append(ex)
-  del tf
   if not rows:
     raise ValueError(f'{data_config.name}:{split} is empty on this process.')
   c = max(len(r['caption_len']) for r in rows)
