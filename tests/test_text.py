@@ -205,6 +205,17 @@ def test_image_encoder_and_registry():
   assert te.make_text_encoder('bilstm', vocab_size=9).hidden == 128
   with pytest.raises(ValueError, match='char_cnn_rnn, bilstm'):
     te.make_text_encoder('transformer')
+  # Ids beyond the model's vocabulary are read as OOV (never NaN from an out-of-range take).
+  ids = np.array([[3, 40, 2]], np.int32)
+  lens = np.array([3], np.int32)
+  word = te.BiLstmEncoder(vocab_size=5, embed_features=4, hidden=2)
+  wp = word.init(jax.random.key(0), ids, lens)
+  np.testing.assert_array_equal(word.apply(wp, ids, lens)[0],
+                                word.apply(wp, np.array([[3, 1, 2]], np.int32), lens)[0])
+  char = _tiny_char_model()
+  cp = char.init(jax.random.key(0), ids, lens)
+  np.testing.assert_array_equal(char.apply(cp, ids + 100, lens),
+                                char.apply(cp, np.full_like(ids, 71), lens))
   with pytest.raises(ValueError, match='lengths must be'):
     _tiny_char_model().init(jax.random.key(0), np.zeros((2, 5), np.int32), np.zeros(3))
 

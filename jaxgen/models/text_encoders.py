@@ -20,7 +20,9 @@
 Masking: every text encoder takes ``(ids [B, T] int32, lengths [B] int32)``; positions at or
 beyond ``lengths`` never influence the outputs (whatever ids they hold), and per-word outputs
 there are zero. A length-0 caption gives a finite embedding (the image of an all-zero
-sequence summary). Lengths are clipped to [0, T].
+sequence summary). Lengths are clipped to [0, T]. Ids outside [0, vocab_size) - a
+vocabulary larger than the model's - are read as the out-of-vocabulary id of
+:mod:`jaxgen.data.text` (the last id for characters, 1 for words), never as NaN.
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ class CharCnnRnn(nn.Module):
     lengths = _check_ids(ids, lengths)
     mask = _mask(lengths, ids.shape[1])
     # One-hot of ids, zero for padding (id 0) and for every position past the length.
+    ids = jnp.where((ids >= 0) & (ids < self.vocab_size), ids, self.vocab_size - 1)
     x = jax.nn.one_hot(ids, self.vocab_size) * (mask & (ids != 0))[..., None]
     for i, features in enumerate(self.conv_features):
       x = nn.Conv(features, (self.kernel_size,), padding='SAME', name=f'conv{i}')(x)
@@ -116,7 +119,8 @@ class BiLstmEncoder(nn.Module):
     init = nn.initializers.uniform(scale=0.2)  # AttnGAN: U(-0.1, 0.1) word embeddings...
     emb = nn.Embed(self.vocab_size, self.embed_features,
                    embedding_init=lambda k, s, d=jnp.float32: init(k, s, d) - 0.1,
-                   name='embed')(jnp.where(mask, ids, 0))
+                   name='embed')(jnp.where(mask & (ids >= self.vocab_size), 1,
+                                           jnp.where(mask & (ids >= 0), ids, 0)))
     emb = emb * mask[..., None]
     emb = nn.Dropout(self.dropout, deterministic=not train)(emb)
     forward = nn.RNN(nn.OptimizedLSTMCell(self.hidden, name='fwd_cell'), return_carry=True,
