@@ -201,10 +201,10 @@ class _ReedCaptionsBuilder(tfds.core.GeneratorBasedBuilder):
       print(f'WARNING: {self.DATASET}: {len(classes)} class directories in text_c10 '
             f'(expected {self.NUM_CLASSES}).')
     splits = split_classes(text_root, classes, self.NUM_TRAIN_CLASSES)
-    return {s: self._generate_examples(manual_dir, text_root, classes, names)
+    return {s: self._generate_examples(manual_dir, text_root, names)
             for s, names in splits.items()}
 
-  def _generate_examples(self, manual_dir, text_root, classes, split_class_dirs):
+  def _generate_examples(self, manual_dir, text_root, split_class_dirs):
     for class_dir in split_class_dirs:
       label = class_index(class_dir)
       if label >= self.NUM_CLASSES:

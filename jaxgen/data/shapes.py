@@ -29,7 +29,7 @@ Splits (sizes in ``SPLIT_SIZES``; the 64x64 build takes a few seconds on one CPU
 Rendering is deterministic: example ``i`` of a split comes from a numpy generator seeded with
 ``(SEED, split, i)``, so the attributes do not depend on the resolution or on the order of
 generation, and every build writes the same pixels. Objects are drawn with PIL at 4x the
-resolution and box-filtered down, so edges are anti-aliased while object interiors and the
+resolution (2x at 256) and box-filtered down, so edges are anti-aliased while object interiors and the
 background keep their exact colour.
 
 Stored per example: ``image`` uint8 [r, r, 3]; ``captions`` 10 strings; per object (2 slots,
@@ -62,7 +62,8 @@ SIZE_RADIUS = (0.07, 0.125)
 JITTER = 0.02           # Uniform jitter of the centre, fraction of the side.
 SIZE_JITTER = 0.1       # Uniform relative jitter of the radius.
 MAX_ROTATION = 20.0     # Degrees, uniform, for every shape but the circle.
-SUPERSAMPLE = 4
+SUPERSAMPLE = 4         # Drawing canvas = resolution * factor, the factor capped so the
+MAX_CANVAS = 512        # canvas is at most this wide (2x at 256, 4x up to 128).
 # (colour, shape) pairs that appear only in the heldout split: one per colour.
 HELDOUT_PAIRS = (('red', 'star'), ('green', 'triangle'), ('blue', 'cross'),
                  ('yellow', 'circle'), ('orange', 'diamond'), ('purple', 'square'),
@@ -221,12 +222,17 @@ def _polygon(shape: str, cx: float, cy: float, r: float, degrees: float):
   return [(cx + r * (c * x - s * y), cy + r * (s * x + c * y)) for x, y in pts]
 
 
+def supersample_factor(resolution: int) -> int:
+  return max(1, min(SUPERSAMPLE, MAX_CANVAS // resolution))
+
+
 def render(example: ShapesExample, resolution: int) -> np.ndarray:
   """uint8 [resolution, resolution, 3] image of ``example``."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   if not isinstance(resolution, int) or not 8 <= resolution <= 1024:
     raise ValueError(f'resolution must be an integer in [8, 1024]; got {resolution!r}.')
-  big = resolution * SUPERSAMPLE
+  factor = supersample_factor(resolution)
+  big = resolution * factor
   image = Image.new('RGB', (big, big), BACKGROUND_RGB[example.background])
   draw = ImageDraw.Draw(image)
   for obj, (fx, fy), fr, rot in zip(example.objects, example.centres, example.radii,
@@ -237,7 +243,7 @@ def render(example: ShapesExample, resolution: int) -> np.ndarray:
       draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     else:
       draw.polygon(_polygon(SHAPES[obj.shape], cx, cy, r, rot), fill=fill)
-  return np.asarray(image.reduce(SUPERSAMPLE), dtype=np.uint8)
+  return np.asarray(image.reduce(factor), dtype=np.uint8)
 
 
 def example_features(example: ShapesExample, resolution: int) -> dict:
