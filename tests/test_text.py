@@ -111,7 +111,8 @@ def _np_lstm(cell, xs):
   c = np.zeros_like(h)
   out = []
   for x in xs:
-    gate = lambda g: x @ cell['i' + g]['kernel'] + h @ cell['h' + g]['kernel'] + cell['h' + g]['bias']  # noqa: E731,B023
+    def gate(g, x=x, h=h):
+      return x @ cell['i' + g]['kernel'] + h @ cell['h' + g]['kernel'] + cell['h' + g]['bias']
     i, f, g, o = _sigmoid(gate('i')), _sigmoid(gate('f')), np.tanh(gate('g')), _sigmoid(gate('o'))
     c = f * c + i * g
     h = o * np.tanh(c)

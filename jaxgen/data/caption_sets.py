@@ -30,8 +30,9 @@ the classes in sorted order, the first 150 (82) for train: *not* Reed's split.
 
 Stored per example: ``image`` (JPEG, RGB; grey images are converted), ``captions`` (the
 non-empty lines of the caption file, ten in Reed's data), ``label`` (the class number in
-the directory name minus one: ``001.Black_footed_Albatross`` -> 0, ``class_00102`` -> 101) and ``filename`` (``<class dir>/<image stem>``, the key used in
-StackGAN's ``filenames.pickle``). CUB's ``bbox_crop`` config stores StackGAN's crop: a
+the directory name minus one: ``001.Black_footed_Albatross`` -> 0, ``class_00102`` -> 101)
+and ``filename`` (``<class dir>/<image stem>``, the key used in StackGAN's
+``filenames.pickle``). CUB's ``bbox_crop`` config stores StackGAN's crop: a
 square of side 1.5 * max(w, h) centred on the bird's bounding box, clipped to the image.
 """
 from __future__ import annotations

@@ -156,8 +156,8 @@ def _base(data_config, split):
       out['filename'] = ex[spec.filename]
     return out
 
-  ds, num = pipeline._base_dataset(config, split, builder=builder, extra=extra)  # pylint: disable=protected-access
-  return ds, num
+  # pylint: disable-next=protected-access
+  return pipeline._base_dataset(config, split, builder=builder, extra=extra)
 
 
 def _choose_caption(tf, seed_value):
@@ -282,8 +282,8 @@ def build_word_vocab(data_config, *, min_count: int = 1, max_size: int | None = 
 def load_caption_split(data_config, split: str, tokenizer, max_examples: int | None = None):
   """Reads (a prefix of) this process's share of a split with *all* its captions, in order.
 
-  For retrieval evaluation and for embedding every caption once. Returns a dict: ``image`` float32 [N, r, r, 3] in [-1, 1], ``caption_ids`` int32
-  [N, C, max_len] and ``caption_len`` int32 [N, C] with C the largest caption count (missing
+  For retrieval evaluation and for embedding every caption once. Returns a dict: ``image``
+  float32 [N, r, r, 3] in [-1, 1], ``caption_ids`` int32 [N, C, max_len] and ``caption_len`` int32 [N, C] with C the largest caption count (missing
   captions have length 0), ``num_captions`` int32 [N], plus the set's labels/attributes.
   """
   base, _ = _base(data_config, split)

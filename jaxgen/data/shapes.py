@@ -29,8 +29,8 @@ Splits (sizes in ``SPLIT_SIZES``; the 64x64 build takes a few seconds on one CPU
 Rendering is deterministic: example ``i`` of a split comes from a numpy generator seeded with
 ``(SEED, split, i)``, so the attributes do not depend on the resolution or on the order of
 generation, and every build writes the same pixels. Objects are drawn with PIL at 4x the
-resolution (2x at 256) and box-filtered down, so edges are anti-aliased while object interiors and the
-background keep their exact colour.
+resolution (2x at 256) and box-filtered down, so edges are anti-aliased while object
+interiors and the background keep their exact colour.
 
 Stored per example: ``image`` uint8 [r, r, 3]; ``captions`` 10 strings; per object (2 slots,
 the second -1 when there is one object) ``object_shape``, ``object_colour``, ``object_size``,
