@@ -21,7 +21,8 @@ Oxford-102 (``jaxgen_flowers_captions``)::
     <manual_dir>/<text root>/trainvalclasses.txt, testclasses.txt
 
 where ``<text root>`` is ``<manual_dir>`` itself or one of ``TEXT_ROOTS`` below it (the
-archive names ``cvpr2016_cub``/``cvpr2016_flowers``, or ``cub``/``birds``/``flowers``).
+archive names ``cvpr2016_cub``/``cvpr2016_flowers``, or ``cub``/``birds``/``flowers``), and
+``text_c10`` may also be called ``text`` (the same files as StackGAN/AttnGAN's ``birds/text``).
 
 Splits are Reed's zero-shot class splits: ``train`` holds the images of the classes listed
 in ``trainvalclasses.txt`` (150 for CUB, 82 for Oxford), ``test`` those of
@@ -44,6 +45,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 TEXT_ROOTS = ('', 'cvpr2016_cub', 'cvpr2016_flowers', 'cub', 'birds', 'flowers')
+TEXT_DIRS = ('text_c10', 'text')
 SPLIT_FILES = {'train': 'trainvalclasses.txt', 'test': 'testclasses.txt'}
 REED_URL = 'https://github.com/reedscot/cvpr2016 (the "CUB" / "Oxford-102" caption archives)'
 CUB_URL = 'https://www.vision.caltech.edu/datasets/cub_200_2011/ (CUB_200_2011.tgz)'
@@ -57,14 +59,14 @@ class ManualDataError(FileNotFoundError):
   """Files missing from a manual_dir; the message says what to download and where."""
 
 
-def find_text_root(manual_dir: str, dataset: str) -> str:
-  """The directory holding ``text_c10`` under ``manual_dir``; ManualDataError if none."""
-  for sub in TEXT_ROOTS:
-    root = os.path.join(manual_dir, sub) if sub else manual_dir
-    if os.path.isdir(os.path.join(root, 'text_c10')):
-      return root
-  tried = ', '.join(os.path.join(manual_dir, s, 'text_c10') if s else
-                    os.path.join(manual_dir, 'text_c10') for s in TEXT_ROOTS)
+def find_text_dir(manual_dir: str, dataset: str) -> str:
+  """The caption directory (``text_c10`` or ``text``) under ``manual_dir``, or an error."""
+  candidates = [os.path.join(manual_dir, root, name) for root in TEXT_ROOTS
+                for name in TEXT_DIRS]
+  for path in candidates:
+    if os.path.isdir(path):
+      return os.path.normpath(path)
+  tried = ', '.join(os.path.normpath(p) for p in candidates)
   raise ManualDataError(
       f'No text_c10 caption directory for {dataset} under manual_dir={manual_dir!r} (tried '
       f'{tried}). Download Reed et al.\'s captions from {REED_URL} and extract them so that '
@@ -81,8 +83,7 @@ def read_captions(path: str) -> list[str]:
   return lines
 
 
-def class_dirs(text_root: str) -> list[str]:
-  text_dir = os.path.join(text_root, 'text_c10')
+def class_dirs(text_dir: str) -> list[str]:
   dirs = sorted(d for d in os.listdir(text_dir) if os.path.isdir(os.path.join(text_dir, d)))
   if not dirs:
     raise ManualDataError(f'{text_dir!r} holds no class directories.')
@@ -90,14 +91,18 @@ def class_dirs(text_root: str) -> list[str]:
 
 
 def split_classes(text_root: str, classes: list[str], num_train: int) -> dict[str, list[str]]:
-  """{'train': [...], 'test': [...]} class dirs from Reed's split files (or a fallback)."""
+  """{'train': [...], 'test': [...]} class dirs from Reed's split files (or a fallback).
+
+  The split files are looked for in ``text_root``, the directory holding the caption folder.
+  """
   paths = {s: os.path.join(text_root, f) for s, f in SPLIT_FILES.items()}
   if not all(os.path.isfile(p) for p in paths.values()):
     print(f'WARNING: {" / ".join(SPLIT_FILES.values())} not found in {text_root!r}; using '
           f'the first {num_train} classes in sorted order for train and the rest for test. '
           "This is NOT Reed et al.'s split: copy their split files there for comparable "
           'numbers.')
-    return {'train': classes[:num_train], 'test': classes[num_train:]}
+    ordered = sorted(classes)
+    return {'train': ordered[:num_train], 'test': ordered[num_train:]}
   out = {}
   for split, path in paths.items():
     with open(path, encoding='utf-8') as f:
@@ -195,23 +200,23 @@ class _ReedCaptionsBuilder(tfds.core.GeneratorBasedBuilder):
     if not os.path.isdir(manual_dir):
       raise ManualDataError(f'manual_dir {manual_dir!r} for {self.DATASET} does not exist; '
                             'see the jaxgen.data.caption_sets docstring for its layout.')
-    text_root = find_text_root(manual_dir, self.DATASET)
+    text_dir = find_text_dir(manual_dir, self.DATASET)
     self._check_images(manual_dir)
-    classes = class_dirs(text_root)
+    classes = class_dirs(text_dir)
     if len(classes) != self.NUM_CLASSES:
       print(f'WARNING: {self.DATASET}: {len(classes)} class directories in text_c10 '
             f'(expected {self.NUM_CLASSES}).')
-    splits = split_classes(text_root, classes, self.NUM_TRAIN_CLASSES)
-    return {s: self._generate_examples(manual_dir, text_root, names)
+    splits = split_classes(os.path.dirname(text_dir), classes, self.NUM_TRAIN_CLASSES)
+    return {s: self._generate_examples(manual_dir, text_dir, names)
             for s, names in splits.items()}
 
-  def _generate_examples(self, manual_dir, text_root, split_class_dirs):
+  def _generate_examples(self, manual_dir, text_dir, split_class_dirs):
     for class_dir in split_class_dirs:
       label = class_index(class_dir)
       if label >= self.NUM_CLASSES:
         raise ValueError(f'{self.DATASET}: class {class_dir!r} has index {label}, beyond '
                          f'the {self.NUM_CLASSES} classes.')
-      folder = os.path.join(text_root, 'text_c10', class_dir)
+      folder = os.path.join(text_dir, class_dir)
       for txt in sorted(f for f in os.listdir(folder) if f.endswith('.txt')):
         stem = txt[:-4]
         key = f'{class_dir}/{stem}'
