@@ -25,6 +25,13 @@ Names (``data_config.name``): ``jaxgen_shapes`` (embedded, built on first use),
 ``data_config.manual_dir`` on first use, see :mod:`jaxgen.data.caption_sets`), and
 ``coco_captions`` (TFDS's MS-COCO 2014 captions with Karpathy's splits, prepared with
 ``tfds build coco_captions``; 5-7 captions per image).
+
+``data_config`` fields: ``name``, ``resolution`` (images are cropped/resized to it),
+``data_dir`` (TFDS data dir; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``),
+``builder_config`` (optional: ``'full'``/``'bbox_crop'`` for CUB; for ``jaxgen_shapes`` the
+resolution by default, or a :class:`jaxgen.data.shapes.JaxgenShapesConfig`), ``manual_dir``
+(CUB/Oxford-102 sources), and as in pipeline.py ``cache`` (default True: the decoded split
+is kept in memory) and ``shuffle_buffer`` (default 10,000).
 """
 from __future__ import annotations
 
