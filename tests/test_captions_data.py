@@ -240,6 +240,29 @@ def test_caption_shards_are_disjoint(shapes_dir, monkeypatch):
     it = captions.make_caption_dataset(cfg, 'train', 4, text.CharVocab(), repeat=False)
     shards.append({x.tobytes() for b in it for x in b['image']})
   assert len(shards[0]) == len(shards[1]) == 24 and not shards[0] & shards[1]
+  # whole=True (evaluation) reads every example whatever the process.
+  whole = captions.load_caption_split(cfg, 'train', text.CharVocab(), whole=True)
+  assert {x.tobytes() for x in whole['image']} == shards[0] | shards[1]
+
+
+def test_make_dataset_takes_its_tokenizer_from_the_config(shapes_dir):
+  cfg = tiny_shapes_config(shapes_dir)
+  char = captions.tokenizer_for(cfg)
+  assert isinstance(char, text.CharVocab) and char.max_len == 201
+  with cfg.unlocked():
+    cfg.tokenizer, cfg.max_caption_len, cfg.vocab_min_count = 'word', 12, 2
+  word = captions.tokenizer_for(cfg)
+  ref = text.WordVocab.build(captions.split_captions(cfg, 'train'), min_count=2, max_len=12)
+  assert word.words == ref.words and word.max_len == 12
+  a = next(captions.make_dataset(cfg, 'train', 8, seed=2, start_step=3))
+  b = next(captions.make_caption_dataset(cfg, 'train', 8, ref, seed=2, start_step=3))
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
+  with cfg.unlocked():
+    cfg.tokenizer = 'bpe'
+  with pytest.raises(ValueError, match='char, word'):
+    captions.tokenizer_for(cfg)
 
 
 def test_batch_size_errors(shapes_dir):

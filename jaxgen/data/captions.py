@@ -145,7 +145,7 @@ def _get(example, path):
   return example
 
 
-def _base(data_config, split):
+def _base(data_config, split, whole=False):
   """(tf.data of images, caption strings (ragged per example), attributes; num_examples)."""
   tf = pipeline._tf()  # pylint: disable=protected-access
   spec = CAPTION_SETS[data_config.name]
@@ -164,7 +164,7 @@ def _base(data_config, split):
     return out
 
   # pylint: disable-next=protected-access
-  return pipeline._base_dataset(config, split, builder=builder, extra=extra)
+  return pipeline._base_dataset(config, split, whole=whole, builder=builder, extra=extra)
 
 
 def _choose_caption(tf, seed_value):
@@ -221,14 +221,15 @@ def _tokenised(ds, tokenizer, keep_text, embeddings=None):
 
 def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
                          seed: int = 0, start_step: int = 0, repeat: bool = True,
-                         keep_text: bool = False,
+                         whole: bool = False, keep_text: bool = False,
                          embeddings: dict | None = None) -> Iterator[dict]:
   """Yields numpy batches of this process's share of ``split`` (see the module docstring).
 
   ``tokenizer`` is a :class:`jaxgen.data.text.CharVocab` or ``WordVocab`` (anything with
   ``encode_batch(texts) -> (ids, lengths)``). With ``repeat`` (training) batches never end
   and ``start_step`` positions the stream; without it the split is read once in order with
-  the epoch-0 caption choice and the last batch may be short. ``keep_text`` adds the chosen
+  the epoch-0 caption choice and the last batch may be short; ``whole`` then reads every
+  example of the split rather than this process's share (evaluation). ``keep_text`` adds the chosen
   captions as ``caption`` (an object array of str, for logging; not for the device), and
   ``filename`` where the set has one. ``caption_index`` int32 [B] says which caption of its
   image each row got. ``embeddings`` (``filename -> [captions, dim]``, e.g. StackGAN's
@@ -242,7 +243,9 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
     raise ValueError(f'start_step must be a non-negative integer; got {start_step!r}.')
   tf = pipeline._tf()  # pylint: disable=protected-access
   _check_embeddings(embeddings, data_config)
-  base, num = _base(data_config, split)
+  if whole and repeat:
+    raise ValueError('whole=True reads a split once for evaluation; it needs repeat=False.')
+  base, num = _base(data_config, split, whole)
   if data_config.get('cache', True):
     base = base.cache()
   base = base.enumerate()
@@ -286,14 +289,16 @@ def build_word_vocab(data_config, *, min_count: int = 1, max_size: int | None = 
                               max_size=max_size, max_len=max_len)
 
 
-def load_caption_split(data_config, split: str, tokenizer, max_examples: int | None = None):
+def load_caption_split(data_config, split: str, tokenizer, max_examples: int | None = None,
+                       *, whole: bool = False):
   """Reads (a prefix of) this process's share of a split with *all* its captions, in order.
 
-  For retrieval evaluation and for embedding every caption once. Returns a dict: ``image``
+  For retrieval evaluation and for embedding every caption once (``whole``: every example
+  of the split, whatever the number of processes). Returns a dict: ``image``
   float32 [N, r, r, 3] in [-1, 1], ``caption_ids`` int32 [N, C, max_len] and ``caption_len`` int32 [N, C] with C the largest caption count (missing
   captions have length 0), ``num_captions`` int32 [N], plus the set's labels/attributes.
   """
-  base, _ = _base(data_config, split)
+  base, _ = _base(data_config, split, whole)
   if max_examples is not None:
     base = base.take(max_examples)
   rows = []
@@ -314,3 +319,47 @@ def load_caption_split(data_config, split: str, tokenizer, max_examples: int | N
   for key in rows[0]:
     out[key] = np.stack([r[key] for r in rows])
   return out
+
+
+TOKENIZERS = ('char', 'word')
+_VOCAB_CACHE: dict = {}
+
+
+def tokenizer_for(data_config):
+  """The tokenizer ``data_config`` asks for (built once per process; deterministic).
+
+  ``data_config.tokenizer``: ``'char'`` (default; Reed's alphabet, ``max_caption_len``
+  default 201) or ``'word'`` (a :class:`jaxgen.data.text.WordVocab` of the train split's
+  captions with ``vocab_min_count`` (default 1) and ``vocab_max_size`` (default None),
+  ``max_caption_len`` default 18). The word vocabulary depends only on the data, so a
+  resumed run gets the same ids.
+  """
+  from jaxgen.data import text  # pylint: disable=g-import-not-at-top
+  kind = data_config.get('tokenizer', 'char')
+  max_len = data_config.get('max_caption_len')
+  if kind == 'char':
+    return text.CharVocab(max_len or text.REED_MAX_LEN)
+  if kind != 'word':
+    raise ValueError(f'Unknown data.tokenizer {kind!r}; accepted: {", ".join(TOKENIZERS)}.')
+  config = data_config.get('builder_config')
+  key = (data_config.name, pipeline.default_data_dir(data_config.get('data_dir')),
+         getattr(config, 'name', config), data_config.get('resolution'),
+         data_config.get('vocab_min_count', 1), data_config.get('vocab_max_size'),
+         max_len or 18)
+  if key not in _VOCAB_CACHE:
+    _VOCAB_CACHE[key] = build_word_vocab(
+        data_config, min_count=data_config.get('vocab_min_count', 1),
+        max_size=data_config.get('vocab_max_size'), max_len=max_len or 18)
+  return _VOCAB_CACHE[key]
+
+
+def make_dataset(data_config, split: str, batch_size: int, *, seed: int = 0,
+                 start_step: int = 0, repeat: bool = True, whole: bool = False
+                 ) -> Iterator[dict]:
+  """:func:`make_caption_dataset` with the signature of ``pipeline.make_dataset``.
+
+  The tokenizer comes from ``data_config`` (:func:`tokenizer_for`), so a training loop can
+  open a caption set exactly as it opens an image set.
+  """
+  return make_caption_dataset(data_config, split, batch_size, tokenizer_for(data_config),
+                              seed=seed, start_step=start_step, repeat=repeat, whole=whole)
