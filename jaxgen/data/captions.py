@@ -40,6 +40,7 @@ from typing import Iterator
 
 import numpy as np
 
+from jaxgen import registry
 from jaxgen.data import pipeline
 
 SHAPES_ATTRIBUTES = ('object_shape', 'object_colour', 'object_size', 'object_position',
@@ -78,9 +79,7 @@ def known_names() -> tuple[str, ...]:
 def validate(data_config):
   """Checks the name and resolution before anything is read; raises ValueError."""
   name = data_config.get('name')
-  if name not in CAPTION_SETS:
-    raise ValueError(f'Unknown caption dataset {name!r}; accepted: '
-                     f'{", ".join(CAPTION_SETS)}.')
+  registry.lookup(CAPTION_SETS, name, 'caption dataset')
   res = data_config.get('resolution')
   if not isinstance(res, int) or res < 1:
     raise ValueError(f'data.resolution must be a positive integer; got {res!r}.')

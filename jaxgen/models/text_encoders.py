@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen import registry
+
 Array = jax.Array
 CELLS = ('rnn', 'lstm', 'gru')
 
@@ -156,6 +158,4 @@ TEXT_ENCODERS = {'char_cnn_rnn': CharCnnRnn, 'bilstm': BiLstmEncoder}
 
 def make_text_encoder(name: str, **kwargs) -> nn.Module:
   """The text encoder called ``name`` built with ``kwargs`` (its dataclass fields)."""
-  if name not in TEXT_ENCODERS:
-    raise ValueError(f'Unknown text encoder {name!r}; accepted: {", ".join(TEXT_ENCODERS)}.')
-  return TEXT_ENCODERS[name](**kwargs)
+  return registry.lookup(TEXT_ENCODERS, name, 'text encoder')(**kwargs)
