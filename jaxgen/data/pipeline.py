@@ -191,11 +191,13 @@ def _preprocess(image, data_config):
   return tf.ensure_shape(image / 127.5 - 1.0, (res, res, channels))
 
 
-def _base_dataset(data_config, split, whole: bool = False):
+def _base_dataset(data_config, split, whole: bool = False, builder=None, extra=None):
   """Returns (deterministically ordered tf.data of {'image', 'label'?}, num_examples).
 
   This process's share of ``split``, or with ``whole`` every example (for evaluation: the
-  same numbers whatever the number of processes).
+  same numbers whatever the number of processes). ``builder`` (a prepared TFDS builder)
+  replaces the one named by ``data_config.name``; ``extra(example) -> dict`` adds features
+  to each element (e.g. captions).
   """
   tf = _tf()
   if data_config.name == FOLDER:
@@ -214,7 +216,7 @@ def _base_dataset(data_config, split, whole: bool = False):
     return ds, len(files)
 
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = _tfds_builder(data_config)
+  builder = builder or _tfds_builder(data_config)
   splits = builder.info.splits
   if splits and split not in splits:
     raise ValueError(f'Dataset {data_config.name!r} has no split {split!r}; it has: '
@@ -236,6 +238,8 @@ def _base_dataset(data_config, split, whole: bool = False):
     out = {'image': _preprocess(ex['image'], data_config)}
     if 'label' in ex:
       out['label'] = tf.cast(ex['label'], tf.int32)
+    if extra is not None:
+      out.update(extra(ex))
     return out
 
   return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), num
