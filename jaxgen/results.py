@@ -353,6 +353,25 @@ def render_class_accuracy(docs, paths) -> str:
   return '\n'.join([_table(head, [row]), '', note, '', sources(docs, paths)])
 
 
+def render_compare_sn(docs, paths) -> str:
+  """``python -m experiments.compare_sn --results``: IS/FID over training of each model."""
+  r = payload(docs[0])
+  rows = []
+  for name, c in r['models'].items():
+    best = min(range(len(c['fid'])), key=lambda i: c['fid'][i])
+    rows.append([f'`{name}`', f'{c["step"][-1]:,}', _num(c['is'][-1]), _num(c['fid'][-1]),
+                 f'{_num(max(c["is"]))} (step {c["step"][c["is"].index(max(c["is"]))]:,})',
+                 f'{_num(c["fid"][best])} (step {c["step"][best]:,})',
+                 _duration(c['train_seconds'][-1])])
+  head = ['model', 'steps', f'final {r["space"]} IS', f'final {r["space"]} FID', 'best IS',
+          'best FID', 'training time']
+  picture = (f'![IS and FID over training]({_link(r["plot"])})'
+             if r.get('plot') and os.path.exists(os.path.join(ROOT, r['plot'])) else '')
+  note = (f'Evaluated every {r["eval_every"]:,} steps on {r["num_samples"]:,} samples from a '
+          'fixed seed; training time excludes the evaluations.')
+  return '\n'.join([_table(head, rows), '', note, '', picture, '', sources(docs, paths)])
+
+
 def render_step_throughput(docs, paths) -> str:
   """``python -m benchmarks.step_throughput``'s JSON (rows, ratios, machine), stamped."""
   out = []
@@ -501,6 +520,12 @@ BLOCKS: dict[str, Block] = {
         Source('benchmarks/results/conv_layers_xla.json',
                'python -m benchmarks.conv_layers --no-jaxgen_flags '
                '--results=benchmarks/results/conv_layers_xla.json'),
+    )),
+    'compare_sn': Block(render_compare_sn, (
+        Source('docs/results/compare_sn/digits.json',
+               'python -m experiments.compare_sn --data=digits --num_steps=2000 '
+               '--out=runs/compare_sn --results=docs/results/compare_sn/digits.json '
+               '--plot=docs/images/compare_sn_digits.png'),
     )),
     'index': Block(render_index, ()),
 }

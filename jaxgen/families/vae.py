@@ -159,7 +159,8 @@ def build(config, *, with_data: bool = True) -> base.Family:
       k = config.eval.final_iwae_k if final else config.eval.iwae_k
       res = evaluate_params(config, model, state.nets['vae']['params'], eval_images,
                             eval_labels, iwae_k=k, fns=fns)
-      return {f'test/{n}': res[n] for n in ('elbo', 'log_lik', 'kl', 'iwae')}
+      return {f'test/{n}': res[n] for n in ('elbo', 'log_lik', 'kl', 'iwae', 'num_examples',
+                                            'iwae_k')}
 
     def draw_figures(state, out_dir):
       take = min(len(eval_images), 64)
