@@ -41,7 +41,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
@@ -305,7 +305,7 @@ def render_mode_coverage(docs, paths) -> str:
 
 def _vae_label(r: dict) -> str:
   c = r.get('config') or {}
-  model, data = c.get('model', {}), c.get('data', {})
+  model = c.get('model', {})
   if not model:
     return f'`{r.get("workdir", "?")}`'
   kind = 'CVAE' if model.get('num_classes') else 'VAE'

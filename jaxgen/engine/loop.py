@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxgen import families, images as image_lib
-from jaxgen.data import pipeline
+from jaxgen.data import source
 from jaxgen.engine import checkpoint, imports, preemption
 from jaxgen.engine import config as engine_config
 from jaxgen.engine import workdir as workdir_lib
@@ -54,7 +54,7 @@ def prepare(config):
   if hasattr(module, 'resolve'):
     module.resolve(config)
   engine_config.validate(config)
-  pipeline.validate(config.data)
+  source.validate(config.data)
   module.validate(config)
   n_dev, n_proc = jax.device_count(), jax.process_count()
   if config.batch_size % n_dev or config.batch_size % n_proc:
@@ -148,7 +148,7 @@ def train_and_evaluate(config, workdir: str):
   # while a dataset is opened, never overlaps orbax's background threads).
   spd, steps_total = config.steps_per_dispatch, config.num_steps
   local_bs = family.examples_per_step // jax.process_count()
-  open_data = lambda position: pipeline.make_dataset(
+  open_data = lambda position: source.make_dataset(
       config.data, config.data.split, local_bs, seed=config.seed, start_step=position)
   position = checkpoint.latest_listed_step(workdir)
   data = open_data(position)
