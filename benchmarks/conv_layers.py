@@ -38,6 +38,7 @@ def main(argv=None):
   p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--jaxgen_flags', action=argparse.BooleanOptionalAction, default=True,
                  help='apply jaxgen.cpu_flags before JAX starts (default: yes)')
+  p.add_argument('--results', default='', help='stamped results file (jaxgen.results)')
   args = p.parse_args(argv)
   if args.batch < 1 or args.repeats < 1:
     p.error('--batch and --repeats must be at least 1.')
@@ -73,18 +74,27 @@ def main(argv=None):
   print('| layer | forward | kernel-grad (XLA) | kernel-grad (space-to-depth) |')
   print('|---|---|---|---|')
   rng = np.random.default_rng(0)
+  rows = []
   for size, cin, cout in LAYERS:
     n = args.batch
     x = jnp.asarray(rng.normal(size=(n, size, size, cin)).astype(np.float32))
     w = jnp.asarray(0.02 * rng.normal(size=(4, 4, cin, cout)).astype(np.float32))
     g = jnp.asarray(rng.normal(size=(n, size // 2, size // 2, cout)).astype(np.float32))
     flops = 2 * n * (size // 2) ** 2 * 16 * cin * cout
-    cells = []
+    cells, ms = [], []
     for fn, inputs in ((forward, (x, w)), (xla_kernel_grad, (x, g)), (s2d_kernel_grad, (x, g))):
       s = _median_s(jax.jit(fn), inputs, args.repeats)
       cells.append(f'{s * 1e3:.1f} ms ({flops / s / 1e9:.0f} GFLOP/s)')
-    print(f'| {size}x{size} -> {size // 2}x{size // 2}, {cin} -> {cout} | ' + ' | '.join(cells)
-          + ' |')
+      ms.append(s * 1e3)
+    layer = f'{size}x{size} -> {size // 2}x{size // 2}, {cin} -> {cout}'
+    print(f'| {layer} | ' + ' | '.join(cells) + ' |')
+    rows.append({'layer': layer, 'forward_ms': ms[0], 'kernel_grad_xla_ms': ms[1],
+                 'kernel_grad_s2d_ms': ms[2], 'gflop': flops / 1e9})
+  if args.results:
+    from jaxgen import results  # pylint: disable=g-import-not-at-top
+    results.write(args.results, {'batch': args.batch, 'repeats': args.repeats,
+                                 'jaxgen_flags': args.jaxgen_flags, 'rows': rows},
+                  results.command_line('python -m benchmarks.conv_layers', argv))
   return 0
 
 

@@ -33,7 +33,6 @@ Benchmarks are not tests: nothing here asserts a time.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import resource
@@ -417,10 +416,11 @@ def main(argv=None):
   with open(out + '.md', 'w') as f:
     f.write(f'Command: python -m benchmarks.step_throughput '
             f'{" ".join(argv) if argv else ""}'.rstrip() + '\n\n' + table)
-  with open(out + '.json', 'w') as f:
-    json.dump({'machine': info, 'rows': rows, 'ratios': ratios, 'matmul': matmul,
-               'matmul_end': matmul_end, 'load_avg_end': load_end, 'settings': vars(args)},
-              f, indent=2)
+  from jaxgen import results  # pylint: disable=g-import-not-at-top
+  results.write(out + '.json', {'machine': info, 'rows': rows, 'ratios': ratios,
+                                'matmul': matmul, 'matmul_end': matmul_end,
+                                'load_avg_end': load_end, 'settings': vars(args)},
+                results.command_line('python -m benchmarks.step_throughput', argv))
   print(f'Wrote {out}.md and {out}.json')
   return 0
 
