@@ -169,11 +169,20 @@ def test_reparameterized_gradient_of_quadratic_matches_analytic():
   want_lv = np.asarray(jnp.diag(a) * jnp.exp(logvar))
   for g, want in ((np.asarray(g_mu, np.float64), want_mu), (np.asarray(g_lv, np.float64), want_lv)):
     mean, se = g.mean(0), g.std(0) / np.sqrt(n)
-    assert np.all(np.abs(mean - want) < 4 * se + 1e-4), (mean, want, se)
-  # The same gradient through the batched estimator (one call, S samples) is consistent.
-  mean_f = lambda mu, lv: jnp.mean(jax.vmap(f)(vl.reparameterize(keys[0], mu, lv, 50_000)))
+    # 4 standard errors of the Monte Carlo mean, plus each float32 sample's rounding: the
+    # gradient of z A z + b z through z = mu + sigma eps is a few products and d-term sums,
+    # (2 d + 4) eps32 of its magnitude (the float64 mean adds nothing of that order).
+    assert np.all(np.abs(mean - want) <= 4 * se + (2 * d + 4) * EPS32 * np.abs(g).mean(0)), (
+        mean, want, se)
+  # The same gradient through the batched estimator (one call, S samples) is consistent:
+  # within 4 standard errors of an S-sample mean (per-sample spread from the run above),
+  # plus float32 rounding of the S-term sums in the backward pass (S eps32 mean |g|).
+  s_batch = 50_000
+  mean_f = lambda mu, lv: jnp.mean(jax.vmap(f)(vl.reparameterize(keys[0], mu, lv, s_batch)))
   g_mu2, _ = jax.grad(mean_f, argnums=(0, 1))(mu, logvar)
-  np.testing.assert_allclose(np.asarray(g_mu2), want_mu, atol=0.1)
+  g = np.asarray(g_mu, np.float64)
+  tol = 4 * g.std(0) / np.sqrt(s_batch) + s_batch * EPS32 * np.abs(g).mean(0)
+  assert np.all(np.abs(np.asarray(g_mu2, np.float64) - want_mu) <= tol)
 
 
 def _exact_posterior_linear_model(seed=0, d=6, q=2, batch=5):
