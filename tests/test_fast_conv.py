@@ -18,11 +18,39 @@ from jaxgen.nn import fast_conv
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def close(a, b, what, rtol=2e-5):
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def gamma(k):
+  """Higham's gamma_k = k u / (1 - k u), u = eps32 / 2: a float32 sum of k products, in any
+  order, is off by at most gamma_k times the sum of the products' magnitudes."""
+  u = EPS32 / 2
+  return k * u / (1 - k * u)
+
+
+def close(a, b, what, bound):
+  """|a - b| <= bound elementwise (bound: an array, or a scalar)."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   assert a.shape == b.shape, (what, a.shape, b.shape)
-  scale = max(np.abs(b).max(), 1e-6)
-  np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale, err_msg=what)
+  err = np.abs(a - b)
+  assert np.all(err <= bound), (what, float(np.max(err / np.maximum(bound, 1e-300))))
+
+
+def chain_bound(depth, k, scale):
+  """Two float32 evaluations of the same chain of ``depth`` linear maps (sums of <= k
+  products) joined by Lipschitz maps (tanh, ReLU, BatchNorm's affine map) that scale signal
+  and rounding error alike: each map adds at most gamma_k of its output's scale, the errors
+  add along the chain, and the two evaluations differ by twice that."""
+  return 2 * depth * gamma(k) * scale
+
+
+def linear_map_bound(k, magnitudes):
+  """Two float32 evaluations of the same linear map (any summation orders, any splitting into
+  phases or matrix products): each output is a sum of at most k products, so each is within
+  gamma_k sum |products| of the exact value, and the two within twice that. ``magnitudes``
+  are the sums of |products| (the same map applied to absolute values), themselves computed
+  in float32, hence the extra factor (1 + gamma_k)."""
+  return 2 * gamma(k) * (1 + gamma(k)) * np.abs(np.asarray(magnitudes, np.float64))
 
 
 def randn(seed, shape, dtype=np.float32):
@@ -51,13 +79,28 @@ def compare_layers(fast, plain, x_shape, seed=0):
 
   run = jax.jit(run, static_argnums=2)
   (y_fast, (gv_fast, gx_fast)), (y_plain, (gv_plain, gx_plain)) = run(v, x, True), run(v, x, False)
-  close(y_fast, y_plain, 'output')
-  close(gx_fast, gx_plain, 'input gradient')
+
+  # The output, the input gradient and the parameter gradients are linear in each factor, so
+  # the plain layer on |v|, |x| with |c| gives every sum of |products| (bias included).
+  @jax.jit
+  def magnitudes(v, x):
+    y = plain.apply(v, x)
+    grads = jax.grad(lambda v, x: jnp.sum(plain.apply(v, x) * np.abs(c)), argnums=(0, 1))(v, x)
+    return y, grads
+  y_abs, (gv_abs, gx_abs) = magnitudes(jax.tree.map(np.abs, v), np.abs(x))
+  # Terms per sum: an output or input-gradient entry sums over at most the kernel's taps
+  # times one channel dimension (<= the kernel size), plus the bias; a parameter-gradient
+  # entry over the batch and output positions.
+  k_taps = max(p.size for p in jax.tree.leaves(v)) + 1
+  k_positions = c.size // c.shape[-1]
+  close(y_fast, y_plain, 'output', linear_map_bound(k_taps, y_abs))
+  close(gx_fast, gx_plain, 'input gradient', linear_map_bound(k_taps, gx_abs))
   for path, a in jax.tree_util.tree_flatten_with_path(gv_fast)[0]:
-    b = gv_plain
+    b, bound = gv_plain, gv_abs
     for p in path:
-      b = b[p.key]
-    close(a, b, f'gradient of {jax.tree_util.keystr(path)}')
+      b, bound = b[p.key], bound[p.key]
+    close(a, b, f'gradient of {jax.tree_util.keystr(path)}',
+          linear_map_bound(k_positions, bound))
   return y_plain
 
 
@@ -159,7 +202,10 @@ def test_input_dilated_conv_both_phase_layouts_equal_lax(merge):
                                        precision=HIGHEST)
     out = jax.jit(lambda x, w: fast_conv.input_dilated_conv(
         x, w, strides, pads, HIGHEST, merge_phases=merge))(x, w)
-    close(out, ref, f'strides {strides}, padding {pads}')
+    mag = jax.lax.conv_general_dilated(np.abs(x), np.abs(w), (1, 1), pads, lhs_dilation=strides,
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                       precision=HIGHEST)
+    close(out, ref, f'strides {strides}, padding {pads}', linear_map_bound(w.size, mag))
 
 
 def test_second_order_gradients_equal_flax():
@@ -187,9 +233,11 @@ def test_second_order_gradients_equal_flax():
 
   run = jax.jit(lambda v, m: jax.value_and_grad(lambda v: penalty(m, v))(v), static_argnums=1)
   (p_fast, g_fast), (p_plain, g_plain) = run(v, fast), run(v, plain)
-  close(p_fast, p_plain, 'penalty')
+  # Forward (conv, conv_t), backward (their transposes) and the double backward through
+  # both: 8 linear maps of at most 4 x 4 x 6 = 96 terms in a chain.
+  close(p_fast, p_plain, 'penalty', chain_bound(4, 96, abs(float(p_plain))))
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain)):
-    close(a, b, 'penalty gradient', rtol=1e-4)
+    close(a, b, 'penalty gradient', chain_bound(8, 96, np.abs(np.asarray(b)).max()))
   assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g_plain)) > 1e-3  # not vacuous
 
 
@@ -202,10 +250,16 @@ def test_kernel_gradient_matches_finite_differences():
     for f in (lambda w: fast_conv.strided_conv(x, w, (2, 2), ((1, 2), (1, 1))),
               lambda w: fast_conv.conv_transpose(x, w, (2, 2), 'SAME')):
       loss = jax.jit(lambda w, f=f: jnp.sum(jnp.sin(f(w))))
-      eps = 1e-5
-      fd = (loss(w + eps * direction) - loss(w - eps * direction)) / (2 * eps)
-      ad = jnp.vdot(jax.jit(jax.grad(loss))(w), direction)
-      assert float(ad) == pytest.approx(float(fd), rel=1e-7)
+      central = lambda h: float((loss(w + h * direction) - loss(w - h * direction)) / (2 * h))
+      fd, fd_2h = central(1e-5), central(2e-5)
+      ad = float(jnp.vdot(jax.jit(jax.grad(loss))(w), direction))
+      # Central differences: truncation (fd_2h - fd) / 3 to leading order (Richardson,
+      # doubled for higher orders), rounding 2 eps |loss| / (2 h) with loss a float64 sum
+      # (x 16 for its own evaluation), and the autodiff value's float64 rounding.
+      f64 = np.finfo(np.float64).eps
+      tol = (2 * abs(fd_2h - fd) / 3 + 16 * 2 * f64 * abs(float(loss(w))) / 2e-5
+             + 16 * f64 * abs(ad))
+      assert abs(ad - fd) <= tol, (ad, fd, tol)
 
 
 def test_dcgan_fast_and_plain_compute_the_same_networks():
@@ -221,12 +275,17 @@ def test_dcgan_fast_and_plain_compute_the_same_networks():
   assert jax.tree.structure(gv) == jax.tree.structure(shapes)
   gen = jax.jit(lambda g, v, z: g.apply(v, z, train=False), static_argnums=0)
   img_f, img_p = gen(g_f, gv, z), gen(g_p, gv, z)
-  np.testing.assert_allclose(img_f, img_p, atol=2e-5)
+  g_kernels = [p for p in jax.tree.leaves(gv['params']) if p.ndim > 1]
+  close(img_f, img_p, 'G output', chain_bound(len(g_kernels), max(p.size for p in g_kernels),
+                                              np.abs(np.asarray(img_p)).max()))
   dv = jax.jit(lambda k: d_p.init(k, img_p, train=False))(jax.random.PRNGKey(2))
   d_grad = jax.jit(jax.grad(lambda d, v, x: jnp.sum(d.apply(v, x, train=False)), argnums=2),
                    static_argnums=0)
   gx_f, gx_p = d_grad(d_f, dv, img_p), d_grad(d_p, dv, img_p)
-  close(gx_f, gx_p, 'D input gradient', rtol=1e-4)
+  d_kernels = [p for p in jax.tree.leaves(dv['params']) if p.ndim > 1]
+  close(gx_f, gx_p, 'D input gradient',  # forward and backward through every layer
+        chain_bound(2 * len(d_kernels), max(p.size for p in d_kernels),
+                    np.abs(np.asarray(gx_p)).max()))
 
 
 def test_bad_arguments_are_rejected_with_what_is_accepted():
@@ -251,4 +310,5 @@ def test_single_position_layer_is_one_matrix_product():
   # Output position o meets kernel tap k - 1 - o only: y = x . flip(W), checked in numpy.
   w = np.asarray(v['params']['kernel'], np.float64)
   want = np.einsum('nc,hwcf->nhwf', x[:, 0, 0].astype(np.float64), w[::-1, ::-1])
-  close(layer.apply(v, x), want, 'y')
+  mag = np.einsum('nc,hwcf->nhwf', np.abs(x[:, 0, 0]).astype(np.float64), np.abs(w[::-1, ::-1]))
+  close(layer.apply(v, x), want, 'y', gamma(x.shape[-1]) * mag)  # one float32 sum vs float64

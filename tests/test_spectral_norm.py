@@ -9,6 +9,7 @@
 """
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -22,6 +23,29 @@ def miyato_matrix(kernel):
 
 def top_sv(kernel):
   return np.linalg.svd(miyato_matrix(kernel), compute_uv=False)[0]
+
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def power_iteration_bound(kernel, u0, steps):
+  """Bound on |sigma_k / sigma_1 - 1| after ``steps`` of flax's iteration from ``u0``.
+
+  flax iterates u <- normalize(normalize(u A^T) A) with A = miyato_matrix^T, so u_k is
+  u_0 (A^T A)^k normalised, and sigma_k = v_k A u_k^T = |u_{k-1} A^T A| / |u_{k-1} A^T|. In the
+  basis of A^T A's eigenvectors (c_i = components of u_0), 1 - sigma_k^2 / sigma_1^2 <=
+  sum_{i>1} (c_i / c_1)^2 (sigma_i / sigma_1)^(4k - 2) <= tan^2(theta_0) rho^(4k - 2),
+  rho = sigma_2 / sigma_1; and sigma_k <= sigma_1. The float32 products (u A^T, v A, v A u^T,
+  K <= max dimension terms each) add at most 3 K eps32 ||A||_F / sigma_1 (Higham's gamma_K
+  with sum |v_i||A_ij||u_j| <= ||A||_F for unit u, v).
+  """
+  m = miyato_matrix(kernel)
+  left, s, _ = np.linalg.svd(m)
+  c = left.T @ np.ravel(np.asarray(u0, np.float64))
+  tan2 = np.sum(c[1:] ** 2) / c[0] ** 2
+  rho = s[1] / s[0] if len(s) > 1 else 0.0
+  rounding = 3 * max(m.shape) * EPS32 * np.linalg.norm(m) / s[0]
+  return tan2 * rho ** (4 * steps - 2) + rounding
 
 
 def sn_stats(state):
@@ -67,6 +91,7 @@ def test_sigma_converges_to_largest_singular_value(name):
   params, state = variables['params'], {'batch_stats': variables['batch_stats']}
   ((kernel_path, kernel),) = kernels(params).items()
   want = top_sv(kernel)
+  u0 = sn_stats(state)[kernel_path]['u']
 
   @jax.jit
   def train_call(state):
@@ -78,14 +103,22 @@ def test_sigma_converges_to_largest_singular_value(name):
     y, state = train_call(state)
     stats = sn_stats(state)[kernel_path]
     errors.append(abs(float(stats['sigma']) - want) / want)
-  assert errors[-1] < 1e-4, errors[::10]
+  for k in (1, 10, 60):  # after k calls: the convergence rate of the power iteration
+    assert errors[k - 1] <= power_iteration_bound(kernel, u0, k), (k, errors[k - 1])
   assert errors[0] > errors[-1]  # it is the iteration that gets there, not the initial guess
   # The layer computes with W / sigma: compare with the plain layer on a rescaled kernel.
   plain = make_layer()
   (layer_params,) = params.values()
   layer_params = jax.tree.map(lambda p: p / want if p.ndim > 1 else p, layer_params)
   y_ref = plain.apply({'params': layer_params}, x)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-4, atol=1e-5)
+  # y uses W / sigma_60, y_ref W / sigma_1: the kernel part differs by the factor
+  # sigma_1 / sigma_60 - 1 (<= errors[-1] / (1 - errors[-1])); each output is a float32 sum of
+  # K = fan-in products, off by <= K eps32 sum |w| |x| (gamma_K), computed with |W|, |x|.
+  absolute = plain.apply({'params': jax.tree.map(jnp.abs, layer_params)}, jnp.abs(x))
+  fan_in = int(np.prod(miyato_matrix(kernel).shape[1:]))
+  ratio = errors[-1] / (1 - errors[-1])
+  tol = ratio * np.abs(np.asarray(absolute)) + 2 * (fan_in + 2) * EPS32 * np.asarray(absolute)
+  assert np.all(np.abs(np.asarray(y) - np.asarray(y_ref)) <= tol)
 
 
 def test_evaluation_mode_is_frozen():
@@ -126,11 +159,9 @@ def test_sngan_discriminator_layers_have_unit_spectral_norm_after_training():
   trained = kernels(state.nets['d']['params'])
   assert len(trained) == 8 and sorted(stats) == sorted(trained)  # 7 convs + the dense head
   initial = kernels(d0)
-  for path, kernel in trained.items():
-    # The stored sigma tracks the moving kernel: u starts random and takes one power-iteration
-    # step per D update while the kernel moves, so it lags a little (measured 1.00 to 1.07
-    # across machines after 150 steps).
-    assert top_sv(kernel) / float(stats[path]['sigma']) == pytest.approx(1.0, abs=0.15), path
+  # (How far the stored sigma lags the moving kernel during training depends on the training
+  # dynamics; there is no rounding bound for it, so it is not asserted. What is: from the u
+  # that training left, the iteration converges on the trained kernels at its proven rate.)
   # With the kernels held fixed, further training-mode passes finish the power iteration:
   # every kernel D computes with, W / sigma, then has spectral norm 1 (SVD).
   x = np.zeros((2, *shape), np.float32)
@@ -144,7 +175,8 @@ def test_sngan_discriminator_layers_have_unit_spectral_norm_after_training():
 
   settled = sn_stats(settle(state.nets['d']['vars']))
   for path, kernel in trained.items():
-    assert top_sv(kernel) / float(settled[path]['sigma']) == pytest.approx(1.0, abs=1e-3), path
+    err = abs(float(settled[path]['sigma']) / top_sv(kernel) - 1)
+    assert err <= power_iteration_bound(kernel, stats[path]['u'], 200), (path, err)
   moved = sum(not np.allclose(trained[p], initial[p]) for p in trained)
   assert moved == 8  # the weights did change under training; u kept up with them
 
@@ -182,4 +214,4 @@ def test_checkpoint_restores_power_iteration_vectors(tmp_path):
   resumed = loop.train_and_evaluate(cfg, str(tmp_path / 'resumed'))
   assert int(resumed.step) == 6
   for name, stats in sn_stats(resumed.nets['d']['vars']).items():
-    np.testing.assert_allclose(stats['u'], want[name]['u'], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(stats['u'], want[name]['u'])

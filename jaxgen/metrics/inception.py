@@ -31,7 +31,16 @@ The input protocol (``protocol='tf1'``, the default)
 
 ``protocol='pytorch_fid'`` reproduces pytorch-fid instead: ``x / 255``, bilinear with half-pixel
 centres (``F.interpolate(..., align_corners=False)``), then ``2 x - 1``. Numbers from the two
-protocols differ slightly and must not be compared with each other.
+protocols differ slightly and must not be compared with each other. The half-pixel source
+coordinates are computed exactly here and rounded once into the weights; torch rounds them in
+float32 (fused or not, by CPU), so resized values differ from torch's by up to about
+``1.5 (H + W) eps32`` of the value range - far below the network's own float32 error.
+
+Parity with the reference packages (``tests/test_inception.py``): on the same (random) weights,
+``tf1`` matches torch-fidelity's ``inception-v3-compat`` extractor (its own TF1 resize) and
+``pytorch_fid`` matches pytorch-fid's ``InceptionV3`` to float32 rounding - pool features and
+logits within the error bound derived there from the depth and accumulation lengths, against
+each package's module run in float64.
 
 Weights
 -------

@@ -19,6 +19,18 @@ float32 loses digits that papers report.
   covariances, e.g. fewer samples than feature dimensions.
 * :func:`kernel_distance` - Binkowski et al. 2018: the unbiased estimator of the squared MMD
   with the cubic polynomial kernel ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets.
+
+Agreement with the reference packages (``tests/test_scores.py``, on the same features):
+torch-fidelity's ``isc_features_to_metric``/``fid_statistics_to_metric``/``kid_features_to_metric``
+and clean-fid's ``frechet_distance``/``kernel_distance`` give the same IS, FID and KID to
+float64 rounding (14-16 digits measured) when the covariances are full rank. Known
+differences, all on the references' side: with rank-deficient covariances their
+non-symmetric ``eigvals``/``sqrtm`` of ``S1 S2`` turn zero eigenvalues into noise whose square
+roots add up (7-8 digits of agreement; FID of a set with itself -8e-5 instead of 0 at
+D = 128, N = 60); torch-fidelity averages float32 features in float32 (FID moves by ~1e-9
+relative); torch-fidelity shuffles rows before the IS splits (jaxgen splits in order, as the
+improved-gan code); KID subsets come from other random generators (same statistic with
+full-size subsets, same distribution otherwise).
 """
 from __future__ import annotations
 
