@@ -486,18 +486,12 @@ BLOCKS: dict[str, Block] = {
         _evaluate('sngan', '--workdir=runs/sngan --metrics=is,fid,kid --num_samples=1000'),
     )),
     'gan_2d': Block(render_mode_coverage, (
-        _report('gan', '--datasets=ring,grid --methods=gan'),
-        _report('r1_ema_long', '--datasets=ring,grid --methods=r1_ema_long'),
         _report('r1_ema_decay_ring', '--datasets=ring --methods=r1_ema_decay'),
         _report('r1_ema_decay_grid', '--datasets=grid --methods=r1_ema_decay'),
-    )),
-    'gan_2d_wide': Block(render_mode_coverage, (
-        _report('r1_ema_wide', '--datasets=grid --methods=r1_ema_wide'),
     )),
     'vae_bounds': Block(render_vae_bounds, (
         _vae('vae', 'runs/vae'),
         _vae('vae2d', 'runs/vae2d'),
-        _vae('vaeconv', 'runs/vaeconv'),
         _vae('cvae', 'runs/cvae'),
         _vae('vaesoft', 'runs/vaesoft'),
     )),
