@@ -210,6 +210,12 @@ def _fake_results(source: results.Source, i: int) -> dict:
             'workdir': 'runs/vae', 'config': {
                 'model': {'num_classes': 0, 'encoder': 'mlp', 'hidden': [256, 256],
                           'latent_dim': 16}, 'binarize': 'dynamic', 'num_steps': 6000}}
+  if 'compare_sn' in cmd:
+    curve = lambda d: {'step': [250, 500], 'is': [5.0 + d, 6.0 + d], 'fid': [60.0 - d, 40.0 - d],
+                       'train_seconds': [30.0, 60.0]}
+    return {'data': 'digits', 'space': 'digits', 'num_samples': 1000, 'num_steps': 500,
+            'eval_every': 250, 'plot': 'docs/images/compare_sn_digits.png',
+            'models': {'dcgan': curve(0), 'dcgan_sn': curve(i)}}
   if 'step_throughput' in cmd:
     row = {'model': 'dcgan64', 'impl': 'jaxgen', 'batch': 64, 'compile_s': 11.0,
            'ms_per_step': 2000.0, 'ms_min': 1900.0, 'ms_max': 2100.0, 'images_per_s': 32.0,
