@@ -437,17 +437,10 @@ def _timed(name: str, command: str, prefix: str = '') -> Source:
 _STEP_MODELS = 'dcgan64,dcgan64_plain,dcgan32,sngan,mlp_gan,vae,cvae'
 
 BLOCKS: dict[str, Block] = {
-    'quickstart': Block(render_timings, (
-        _timed('install', 'pip install -e .',
-               prefix='python3 -m venv .venv && . .venv/bin/activate && '),
-        _timed('train_dcgan', 'python -m experiments.dcgan '
-               '--config=experiments/configs/dcgan.py --workdir=runs/dcgan'),
-    )),
     'digits_scores': Block(render_digits_scores, (
         _evaluate('real_test', '--real_split=test --dataset=jaxgen_digits --resolution=32 '
                   '--metrics=is,fid,kid'),
         _evaluate('dcgan', '--workdir=runs/dcgan --metrics=is,fid,kid --num_samples=1000'),
-        _evaluate('sngan', '--workdir=runs/sngan --metrics=is,fid,kid --num_samples=1000'),
     )),
     'vae_bounds': Block(render_vae_bounds, (
         _vae('vae', 'runs/vae'),
@@ -462,18 +455,6 @@ BLOCKS: dict[str, Block] = {
         Source('docs/results/vae/cvae_class_accuracy.json',
                'python -m jaxgen.vae_tools class-accuracy --workdir=runs/cvae --num=1000 '
                '--results=docs/results/vae/cvae_class_accuracy.json'),
-    )),
-    'step_throughput': Block(render_step_throughput, (
-        Source('benchmarks/results/step_throughput_cpu.json',
-               f'python -m benchmarks.step_throughput --models={_STEP_MODELS} --warmup=2 '
-               '--blocks=5 --steps=3'),
-    )),
-    'conv_layers': Block(render_conv_layers, (
-        Source('benchmarks/results/conv_layers_jaxgen.json',
-               'python -m benchmarks.conv_layers --results=benchmarks/results/conv_layers_jaxgen.json'),
-        Source('benchmarks/results/conv_layers_xla.json',
-               'python -m benchmarks.conv_layers --no-jaxgen_flags '
-               '--results=benchmarks/results/conv_layers_xla.json'),
     )),
     'compare_sn': Block(render_compare_sn, (
         Source('docs/results/compare_sn/digits.json',

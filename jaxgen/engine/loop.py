@@ -151,13 +151,13 @@ def train_and_evaluate(config, workdir: str):
   open_data = lambda position: source.make_dataset(
       config.data, config.data.split, local_bs, seed=config.seed, start_step=position)
   position = checkpoint.latest_listed_step(workdir)
+  if not position and config.init_from:  # A first start: import before reading any data.
+    state = imports.import_nets(state, config.init_from, replicated)
   data = open_data(position)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
-  restored = checkpoint.restore(manager, state)
+  restored = checkpoint.restore(manager, state)  # A checkpoint always wins over imports.
   if restored is not None:
     state = restored
-  elif config.init_from:
-    state = imports.import_nets(state, config.init_from, replicated)
   step = int(state.step)
   if step + int(state.data_offset) != position:  # The listing and orbax disagree.
     data = open_data(step + int(state.data_offset))
