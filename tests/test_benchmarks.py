@@ -11,7 +11,9 @@ def test_benchmark_writes_a_row_per_model(tmp_path):
   assert step_throughput.main(['--models=vae', '--warmup=0', '--blocks=2', '--steps=1',
                                '--torch=no', '--matmul_n=256', f'--out={out}']) == 0
   with open(out + '.json') as f:
-    result = json.load(f)
+    doc = json.load(f)  # A stamped results file (jaxgen.results.write).
+  assert doc['command'].startswith('python -m benchmarks.step_throughput') and doc['stamp']
+  result = doc['result']
   (row,) = result['rows']
   assert row['model'] == 'vae' and row['impl'] == 'jaxgen'
   assert row['ms_min'] <= row['ms_per_step'] <= row['ms_max']
