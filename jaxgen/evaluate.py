@@ -1,10 +1,11 @@
-"""Score a trained GAN run (or a real split) with IS, FID and KID.
+"""Score a trained run of any family that samples images (GAN, VAE, CVAE), or a real split,
+with IS, FID and KID.
 
   python -m jaxgen.evaluate --workdir=runs/dcgan --metrics=is,fid,kid --num_samples=1000
 
 restores the newest checkpoint of the run in ``--workdir`` (its ``config.json`` describes the
-networks), generates ``--num_samples`` images with the fixed ``--seed`` (the same z as the
-trainer's periodic evaluation with ``eval_seed``), and scores them with the protocol of
+networks), generates ``--num_samples`` images through the family's ``sample`` with the fixed
+``--seed`` (the same samples as the engine's periodic evaluation with ``eval_seed``), and scores them with the protocol of
 :mod:`jaxgen.metrics.evaluators`. Short metric names (``is``, ``fid``, ``kid``) are taken in
 ``--space`` (``auto``: the project classifier when the dataset has one, else Inception); full
 names (``digits_fid``, ``inception_is``, ...) choose the space themselves.

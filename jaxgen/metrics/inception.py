@@ -22,7 +22,7 @@ The input protocol (``protocol='tf1'``, the default)
 ----------------------------------------------------
 1. Quantise: generated images in [-1, 1] become integers 0..255 exactly as a PNG writer
    would store them, ``round((x + 1) * 127.5)`` clipped to [0, 255] (the same rounding as
-   :func:`jaxgen.train.images.to_uint8`); uint8 input is taken as is.
+   :func:`jaxgen.images.to_uint8`); uint8 input is taken as is.
 2. Grey images are repeated to 3 channels.
 3. Resize to 299x299 with TF 1.x ``ResizeBilinear`` (``align_corners=False``,
    ``half_pixel_centers=False``: source coordinate ``i * in / out``), the op inside the
