@@ -31,6 +31,17 @@ def tfds_dir(tmp_path_factory):
   return path
 
 
+def set_fields(cfg, overrides: dict):
+  """Sets dotted config fields (``{'model.g_width': 16}``); a missing parent raises KeyError."""
+  for key, value in overrides.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
 @pytest.fixture
 def tiny_config(tfds_dir):
   """Returns a factory for small, fast GAN configs on the embedded digits."""
@@ -40,11 +51,5 @@ def tiny_config(tfds_dir):
     cfg = (dcgan if model == 'dcgan' else gan).get_config('tiny')
     cfg.data.data_dir = tfds_dir
     cfg.log_every = 1
-    for key, value in overrides.items():
-      node = cfg
-      *parents, leaf = key.split('.')
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-    return cfg
+    return set_fields(cfg, overrides)
   return make

@@ -29,6 +29,7 @@ from jaxgen.engine import checkpoint, loop, runs
 from jaxgen.engine.writers import read_metrics
 from jaxgen.families import base
 from tests import multihost_worker as mw
+from tests.conftest import set_fields
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = ('gan', 'vae', 'cvae')
@@ -52,13 +53,7 @@ def family_config(family, tfds_dir, **overrides):
   cfg.log_every = 1
   cfg.write_figures = False
   cfg.eval_every = 0
-  for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
+  return set_fields(cfg, overrides)
 
 
 def leaves(state):

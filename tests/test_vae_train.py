@@ -20,6 +20,7 @@ from jaxgen import optim
 from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
 from jaxgen.families import vae, vae_figures, vae_targets
+from tests.conftest import set_fields
 
 
 def model_config(**kw):
@@ -34,13 +35,7 @@ def model_config(**kw):
 def tiny(kind='vae', tfds_dir='', **overrides):
   cfg = (vae_configs if kind == 'vae' else cvae_configs).get_config('tiny')
   cfg.data.data_dir = tfds_dir
-  for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
+  return set_fields(cfg, overrides)
 
 
 @pytest.mark.parametrize('enc,dec', [('mlp', 'mlp'), ('conv', 'conv'), ('conv', 'mlp')])
