@@ -22,6 +22,7 @@ installed.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -241,7 +242,8 @@ def run_reference(g: nn.Module, d: nn.Module, reals, zs, order: str = 'fresh',
   if len(zs) != len(reals):
     raise ValueError(f'{len(reals)} real batches but {len(zs)} noise entries.')
   device = next(g.parameters()).device
-  as_t = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)
+  # A copy: the inputs may be read-only views (e.g. of jax arrays), which torch must not alias.
+  as_t = lambda x: torch.tensor(np.asarray(x), dtype=torch.float32, device=device)
   g_opt = torch.optim.Adam(g.parameters(), lr=lr, betas=betas, eps=eps)
   d_opt = torch.optim.Adam(d.parameters(), lr=lr, betas=betas, eps=eps)
   bce = nn.BCEWithLogitsLoss()
