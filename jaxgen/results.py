@@ -437,6 +437,12 @@ def _timed(name: str, command: str, prefix: str = '') -> Source:
 _STEP_MODELS = 'dcgan64,dcgan64_plain,dcgan32,sngan,mlp_gan,vae,cvae'
 
 BLOCKS: dict[str, Block] = {
+    'quickstart': Block(render_timings, (
+        _timed('install', 'pip install -e .',
+               prefix='python3 -m venv .venv && . .venv/bin/activate && '),
+        _timed('train_dcgan', 'python -m experiments.dcgan '
+               '--config=experiments/configs/dcgan.py --workdir=runs/dcgan'),
+    )),
     'digits_scores': Block(render_digits_scores, (
         _evaluate('real_test', '--real_split=test --dataset=jaxgen_digits --resolution=32 '
                   '--metrics=is,fid,kid'),
