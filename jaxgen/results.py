@@ -447,6 +447,7 @@ BLOCKS: dict[str, Block] = {
         _evaluate('real_test', '--real_split=test --dataset=jaxgen_digits --resolution=32 '
                   '--metrics=is,fid,kid'),
         _evaluate('dcgan', '--workdir=runs/dcgan --metrics=is,fid,kid --num_samples=1000'),
+        _evaluate('sngan', '--workdir=runs/sngan --metrics=is,fid,kid --num_samples=1000'),
     )),
     'vae_bounds': Block(render_vae_bounds, (
         _vae('vae', 'runs/vae'),
