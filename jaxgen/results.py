@@ -359,10 +359,19 @@ def render_step_throughput(docs, paths) -> str:
                    f'{_num(x.get("ms_max"), 1)})', _num(x.get('images_per_s'), 0),
                    _num(x.get('gflop_per_step'), 2) if x.get('gflop_per_step') else '',
                    _num(x.get('gflop_per_s'), 1) if x.get('gflop_per_s') else '',
+                   f'{100 * x["matmul_share"]:.0f} %' if x.get('matmul_share') else '',
                    mem_cell, f'{x.get("params", 0):,}'])
     head = ['model', 'impl', 'batch', 'compile (s)', 'ms/step (min-max)', 'images/s',
-            'GFLOP/step', 'GFLOP/s', 'memory (MiB)', 'params']
+            'GFLOP/step', 'GFLOP/s', 'share of matmul', 'memory (MiB)', 'params']
     out.append(_table(head, rows))
+    m, m_end = r.get('matmul') or {}, r.get('matmul_end') or {}
+    if m:
+      out.append(f'\nA jitted float32 {m["n"]}x{m["n"]} matmul: {_num(m["gflop_per_s"], 1)} '
+                 'GFLOP/s at the start' + (f', {_num(m_end["gflop_per_s"], 1)} at the end'
+                                           if m_end else '')
+                 + '; "share of matmul" is a row\'s GFLOP/s over the start figure. Load average '
+                 f'{(r.get("machine") or {}).get("load_avg_start")} at the start, '
+                 f'{r.get("load_avg_end")} at the end.')
     for name, ratio in r.get('ratios', {}).items():
       out.append(f'\n**{name}: {ratio:.2f}** (ms/step of jaxgen over PyTorch; below 1 means '
                  'jaxgen is faster)')
@@ -462,6 +471,11 @@ BLOCKS: dict[str, Block] = {
         Source('docs/results/vae/cvae_class_accuracy.json',
                'python -m jaxgen.vae_tools class-accuracy --workdir=runs/cvae --num=1000 '
                '--results=docs/results/vae/cvae_class_accuracy.json'),
+    )),
+    'step_throughput': Block(render_step_throughput, (
+        Source('benchmarks/results/step_throughput_cpu.json',
+               'python -m benchmarks.step_throughput --models=dcgan64,dcgan64_shared,dcgan32,'
+               'sngan,mlp_gan,vae,cvae --warmup=2 --blocks=5 --steps=3'),
     )),
     'compare_sn': Block(render_compare_sn, (
         Source('docs/results/compare_sn/digits.json',
