@@ -135,12 +135,9 @@ def get_config(name: str, batch_size: int | None = None):
     raise ValueError(f'Unknown model {name!r}; accepted: {", ".join(MODELS)}.')
   module, arg, overrides, _ = MODELS[name]
   config = importlib.import_module(f'experiments.configs.{module}').get_config(arg)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.lock()  # A locked ConfigDict refuses fields it does not have.
+  config.update_from_flattened_dict(overrides)
+  config.unlock()
   if batch_size:
     config.batch_size = batch_size
   return config

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-PUBLISHED = {  # PacGAN (Lin et al. 2018) Table 1: (modes, HQ %) as quoted in issue 3.
+PUBLISHED = {  # PacGAN (Lin et al. 2018) Table 1: (modes, HQ %).
     ('ring', 'GAN (PacGAN Table 1)'): (6.3, 98.2),
     ('ring', 'PacGAN4 (PacGAN Table 1)'): (7.8, 95.9),
     ('grid', 'GAN (PacGAN Table 1)'): (17.3, 94.8),
@@ -49,14 +49,13 @@ def apply_overrides(config, overrides):
   for item in overrides:
     if '=' not in item:
       raise ValueError(f'--set takes dotted.key=value; got {item!r}.')
-    key, value = item.split('=', 1)
-    node = config
-    *parents, leaf = key.strip().split('.')
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise ValueError(f'--set {key}: no such config field.')
-    node[leaf] = _parse_value(value.strip())
+  values = {k.strip(): _parse_value(v.strip()) for k, v in (i.split('=', 1) for i in overrides)}
+  config.lock()  # A locked ConfigDict refuses a field it does not have.
+  try:
+    config.update_from_flattened_dict(values)
+  except KeyError as e:
+    raise ValueError(f'--set: no such config field ({e}).') from e
+  config.unlock()
   return config
 
 

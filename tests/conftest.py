@@ -32,13 +32,10 @@ def tfds_dir(tmp_path_factory):
 
 
 def set_fields(cfg, overrides: dict):
-  """Sets dotted config fields (``{'model.g_width': 16}``); a missing parent raises KeyError."""
-  for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  """Sets dotted config fields (``{'model.g_width': 16}``); a missing field raises KeyError."""
+  cfg.lock()  # A locked ConfigDict refuses fields it does not have.
+  cfg.update_from_flattened_dict(overrides)
+  cfg.unlock()
   return cfg
 
 

@@ -69,14 +69,6 @@ METHODS = {
 }
 
 
-def _set(c, dotted, value):
-  node = c
-  *parents, leaf = dotted.split('.')
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
-
-
 def get_config(arg: str = 'ring,gan'):
   arg = arg or 'ring,gan'
   parts = arg.split(',')
@@ -104,6 +96,7 @@ def get_config(arg: str = 'ring,gan'):
   c.num_eval_samples = 2500
   c.method = method
   c.dataset = dataset
-  for key, value in METHODS[method].items():
-    _set(c, key, value)
+  c.lock()  # A method may only set fields the config has.
+  c.update_from_flattened_dict(METHODS[method])
+  c.unlock()
   return c

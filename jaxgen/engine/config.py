@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxgen.families.base import positive_int as positive
+
 DIVERGENCE_POLICIES = ('stop', 'skip', 'rollback')
 
 
@@ -48,9 +50,6 @@ def defaults() -> ml_collections.ConfigDict:
 
 def validate(config) -> None:
   """Raises ValueError naming the field, the value and what is accepted."""
-  def positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f'{name} must be a positive integer; got {value!r}.')
   for name in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
                'steps_per_dispatch', 'num_grid_samples'):
     positive(name, config[name])

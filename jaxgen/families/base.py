@@ -133,6 +133,12 @@ def shard_batch_axis(x):
   return jax.lax.with_sharding_constraint(x, spec)
 
 
+def positive_int(name: str, value) -> None:
+  """Raises ValueError unless ``value`` is a positive int (a bool is not); ``name`` says which."""
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ValueError(f'{name} must be a positive integer; got {value!r}.')
+
+
 def data_shape(config) -> tuple:
   """Shape of one example of ``config.data`` (no batch axis)."""
   if config.data.name.startswith('toy2d'):

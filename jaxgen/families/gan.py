@@ -54,10 +54,7 @@ def step_noise(config, rng, step, m: int) -> dict:
 
 
 def validate(config) -> None:
-  def positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f'{name} must be a positive integer; got {value!r}.')
-  positive('n_dis', config.n_dis)
+  base.positive_int('n_dis', config.n_dis)
   if config.g_step not in G_STEPS:
     raise ValueError(f'Unknown g_step {config.g_step!r}; accepted: {", ".join(G_STEPS)}.')
   if config.g_step == 'shared' and config.n_dis != 1:

@@ -54,16 +54,13 @@ def resolve(config) -> None:
 
 
 def validate(config) -> None:
-  def positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f'{name} must be a positive integer; got {value!r}.')
   vae_models.validate(config.model)
   if config.model.name == 'linear_vae':
     raise ValueError('model.name="linear_vae" is trained on in-memory vectors '
                      '(see tests/test_vae_ppca.py), not through the engine.')
   if config.num_epochs < 0:
     raise ValueError(f'num_epochs must be >= 0 (0: use num_steps); got {config.num_epochs!r}.')
-  positive('train_samples', config.train_samples)
+  base.positive_int('train_samples', config.train_samples)
   optim.validate(config.optimizer)
   if config.binarize not in BINARIZE:
     raise ValueError(f'Unknown binarize {config.binarize!r}; accepted: {", ".join(BINARIZE)}.')
@@ -76,7 +73,7 @@ def validate(config) -> None:
   if config.kl_warmup_steps < 0:
     raise ValueError(f'kl_warmup_steps must be >= 0; got {config.kl_warmup_steps!r}.')
   for name in ('elbo_samples', 'iwae_k', 'final_iwae_k', 'iwae_chunk', 'batch_size'):
-    positive(f'eval.{name}', config.eval[name])
+    base.positive_int(f'eval.{name}', config.eval[name])
   for key in ('resolution', 'channels'):
     if config.model[key] != config.data[key]:
       raise ValueError(f'model.{key} ({config.model[key]}) must equal data.{key} '

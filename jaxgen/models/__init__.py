@@ -16,6 +16,17 @@ _GAN_MODULES = {
 GAN_NAMES = tuple(_GAN_MODULES)
 
 
+def with_defaults(model_config, defaults: dict):
+  """A copy of ``model_config`` with each optional field it lacks taken from ``defaults``.
+
+  Every model module keeps its optional fields and their defaults in one ``DEFAULTS`` table
+  (the experiment configs set them explicitly); the model then reads plain attributes.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  fields = model_config.to_dict() if hasattr(model_config, 'to_dict') else dict(model_config)
+  return ml_collections.ConfigDict({**defaults, **fields})
+
+
 def get_gan_module(name: str):
   return registry.lookup_module(_GAN_MODULES, name, 'GAN model')
 

@@ -19,9 +19,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models import with_defaults
+
 RESOLUTIONS = (16, 32, 64, 128)
 CONV_IMPLS = ('plain', 'fast')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+# Optional model.* fields and their defaults (required: resolution, channels, latent_dim,
+# g_width, d_width).
+DEFAULTS = dict(compute_dtype='float32', conv_impl='plain', spectral_norm=False)
 init_normal = nn.initializers.normal(0.02)
 
 
@@ -110,7 +115,7 @@ def compute_dtype(cfg):
   the losses and penalties stay float32. float16 is refused: without loss scaling its
   gradients underflow.
   """
-  name = cfg.get('compute_dtype', 'float32')
+  name = cfg.compute_dtype
   if name not in COMPUTE_DTYPES:
     raise ValueError(f'Unknown model.compute_dtype {name!r}; accepted: '
                      f'{", ".join(COMPUTE_DTYPES)}.')
@@ -118,13 +123,14 @@ def compute_dtype(cfg):
 
 
 def make_gan(cfg):
+  cfg = with_defaults(cfg, DEFAULTS)
   if cfg.resolution not in RESOLUTIONS:
     raise ValueError(f'dcgan cannot make {cfg.resolution}x{cfg.resolution} images; accepted '
                      f'resolutions: {", ".join(map(str, RESOLUTIONS))}.')
-  conv_impl = cfg.get('conv_impl', 'plain')
+  conv_impl = cfg.conv_impl
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'Unknown conv_impl {conv_impl!r}; accepted: {", ".join(CONV_IMPLS)}.')
   dtype = compute_dtype(cfg)
   g = Generator(cfg.resolution, cfg.channels, cfg.g_width, conv_impl, dtype)
-  d = Discriminator(cfg.resolution, cfg.d_width, conv_impl, cfg.get('spectral_norm', False), dtype)
+  d = Discriminator(cfg.resolution, cfg.d_width, conv_impl, cfg.spectral_norm, dtype)
   return g, d

@@ -23,6 +23,12 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxgen.models import with_defaults
+
+# Optional model.* fields and their defaults (GAN paper's 2-D sizes; required: latent_dim).
+DEFAULTS = dict(g_hidden=(400,) * 4, d_hidden=(200,) * 3, maxout_pieces=5,
+                d_activation='leaky_relu', data_dim=2, g_batch_norm=True, g_spectral_norm=False,
+                spectral_norm=False, d_output_scale=1.0)
 ACTIVATIONS = {'leaky_relu': lambda x: nn.leaky_relu(x, 0.2), 'relu': nn.relu, 'tanh': jnp.tanh}
 
 
@@ -69,10 +75,9 @@ class Discriminator(nn.Module):
 
 
 def make_gan(cfg):
-  g_hidden = tuple(cfg.get('g_hidden', (400,) * 4))
-  d_hidden = tuple(cfg.get('d_hidden', (200,) * 3))
-  pieces = cfg.get('maxout_pieces', 5)
-  activation = cfg.get('d_activation', 'leaky_relu')
+  cfg = with_defaults(cfg, DEFAULTS)
+  g_hidden, d_hidden = tuple(cfg.g_hidden), tuple(cfg.d_hidden)
+  pieces, activation = cfg.maxout_pieces, cfg.d_activation
   for name, widths in (('g_hidden', g_hidden), ('d_hidden', d_hidden)):
     if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
       raise ValueError(f'model.{name} must be a non-empty tuple of positive ints; got {widths!r}.')
@@ -81,10 +86,9 @@ def make_gan(cfg):
   if activation not in ACTIVATIONS:
     raise ValueError(f'Unknown model.d_activation {activation!r}; accepted: '
                      f'{", ".join(ACTIVATIONS)}.')
-  g = Generator(g_hidden, cfg.get('data_dim', 2), cfg.get('g_batch_norm', True),
-                cfg.get('g_spectral_norm', False))
-  scale = cfg.get('d_output_scale', 1.0)
+  g = Generator(g_hidden, cfg.data_dim, cfg.g_batch_norm, cfg.g_spectral_norm)
+  scale = cfg.d_output_scale
   if not scale > 0:
     raise ValueError(f'model.d_output_scale must be > 0; got {scale!r}.')
-  d = Discriminator(d_hidden, pieces, activation, cfg.get('spectral_norm', False), float(scale))
+  d = Discriminator(d_hidden, pieces, activation, cfg.spectral_norm, float(scale))
   return g, d

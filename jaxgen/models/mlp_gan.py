@@ -12,6 +12,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.models import with_defaults
+
+# Optional model.* fields and their defaults (empty hidden: two layers of g_width / d_width).
+DEFAULTS = dict(g_hidden=(), d_hidden=(), maxout_pieces=2, compute_dtype='float32')
+
 
 class MLPGenerator(nn.Module):
   output_shape: Sequence[int]
@@ -52,13 +57,14 @@ class MLPDiscriminator(nn.Module):
 
 
 def make_gan(cfg):
+  cfg = with_defaults(cfg, DEFAULTS)
   if cfg.resolution < 1 or cfg.channels not in (1, 3):
     raise ValueError(f'mlp_gan needs resolution >= 1 and channels in (1, 3); got '
                      f'resolution={cfg.resolution}, channels={cfg.channels}.')
   shape = (cfg.resolution, cfg.resolution, cfg.channels)
-  g_hidden = tuple(cfg.get('g_hidden', (cfg.g_width, cfg.g_width)))
-  d_hidden = tuple(cfg.get('d_hidden', (cfg.d_width, cfg.d_width)))
+  g_hidden = tuple(cfg.g_hidden or (cfg.g_width, cfg.g_width))
+  d_hidden = tuple(cfg.d_hidden or (cfg.d_width, cfg.d_width))
   from jaxgen.models import dcgan  # pylint: disable=g-import-not-at-top
   dtype = dcgan.compute_dtype(cfg)  # The same accepted names and checks as DCGAN's.
   return (MLPGenerator(shape, g_hidden, dtype),
-          MLPDiscriminator(d_hidden, cfg.get('maxout_pieces', 2), dtype))
+          MLPDiscriminator(d_hidden, cfg.maxout_pieces, dtype))

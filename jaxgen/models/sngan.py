@@ -25,7 +25,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgen.models import dcgan
+from jaxgen.models import dcgan, with_defaults
+
+# Optional model.* fields and their defaults (required: resolution, channels, latent_dim,
+# g_width, d_width).
+DEFAULTS = dict(compute_dtype='float32', conv_impl='plain', spectral_norm=True,
+                g_spectral_norm=False, leaky_slope=0.1)
 
 init_normal = nn.initializers.normal(0.02)
 
@@ -94,6 +99,7 @@ class Discriminator(nn.Module):
 
 
 def make_gan(cfg):
+  cfg = with_defaults(cfg, DEFAULTS)
   res = cfg.resolution
   if not isinstance(res, int) or res < 8 or res % 8:
     raise ValueError(f'sngan needs a resolution that is a multiple of 8 (three 2x upsamplings '
@@ -103,11 +109,11 @@ def make_gan(cfg):
   for name in ('g_width', 'd_width'):
     if not isinstance(cfg[name], int) or cfg[name] < 1:
       raise ValueError(f'model.{name} must be a positive integer; got {cfg[name]!r}.')
-  dtype = jnp.dtype(cfg.get('compute_dtype', 'float32'))
-  conv_impl = cfg.get('conv_impl', 'plain')
+  dtype = jnp.dtype(cfg.compute_dtype)
+  conv_impl = cfg.conv_impl
   dcgan.conv_layers(conv_impl)  # Refuses unknown names, listing the accepted ones.
-  g = Generator(res, cfg.channels, cfg.g_width, cfg.get('g_spectral_norm', False), dtype,
+  g = Generator(res, cfg.channels, cfg.g_width, cfg.g_spectral_norm, dtype,
                 conv_impl)
-  d = Discriminator(cfg.d_width, cfg.get('spectral_norm', True), cfg.get('leaky_slope', 0.1),
+  d = Discriminator(cfg.d_width, cfg.spectral_norm, cfg.leaky_slope,
                     dtype, conv_impl)
   return g, d

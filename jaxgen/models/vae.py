@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models import with_defaults
+
 ACTIVATIONS = {
     'relu': nn.relu,
     'tanh': nn.tanh,
@@ -37,6 +39,11 @@ ENCODERS = ('mlp', 'conv')
 DECODERS = ('mlp', 'conv')
 GAUSSIAN_VARIANCES = ('fixed', 'scalar', 'pixel')
 NAMES = ('vae', 'cvae', 'linear_vae')
+# Optional model.* fields and their defaults (required: name, latent_dim, and resolution and
+# channels, or data_dim for linear_vae).
+DEFAULTS = dict(num_classes=0, likelihood='bernoulli', gaussian_variance='fixed', gaussian_std=0.1,
+                min_std=1e-3, activation='relu', encoder='mlp', decoder='mlp', hidden=(),
+                conv_widths=(), conv_hidden=0)
 
 
 def _activation(name):
@@ -239,12 +246,12 @@ def data_shape(model_config) -> tuple:
 
 def validate(model_config) -> None:
   """Raises ValueError naming the field, the value and what is accepted."""
-  c = model_config
+  c = with_defaults(model_config, DEFAULTS)
   if c.name not in NAMES:
     raise ValueError(f'Unknown VAE model {c.name!r}; accepted: {", ".join(NAMES)}.')
   if not isinstance(c.latent_dim, int) or c.latent_dim < 1:
     raise ValueError(f'model.latent_dim must be a positive integer; got {c.latent_dim!r}.')
-  num_classes = c.get('num_classes', 0)
+  num_classes = c.num_classes
   if not isinstance(num_classes, int) or num_classes < 0:
     raise ValueError(f'model.num_classes must be an integer >= 0; got {num_classes!r}.')
   if c.name == 'cvae' and num_classes < 2:
@@ -256,27 +263,27 @@ def validate(model_config) -> None:
     if not isinstance(c.get('data_dim'), int) or c.data_dim < 1:
       raise ValueError(f'linear_vae needs model.data_dim >= 1; got {c.get("data_dim")!r}.')
     return
-  likelihood = c.get('likelihood', 'bernoulli')
+  likelihood = c.likelihood
   if likelihood not in ('bernoulli', 'gaussian'):
     raise ValueError(f'Unknown model.likelihood {likelihood!r}; accepted: bernoulli, gaussian.')
   if likelihood == 'gaussian':
-    var = c.get('gaussian_variance', 'fixed')
+    var = c.gaussian_variance
     if var not in GAUSSIAN_VARIANCES:
       raise ValueError(f'Unknown model.gaussian_variance {var!r}; accepted: '
                        f'{", ".join(GAUSSIAN_VARIANCES)}.')
-    if var == 'fixed' and not c.get('gaussian_std', 0.1) > 0:
-      raise ValueError(f'model.gaussian_std must be > 0; got {c.get("gaussian_std")!r}.')
-  _activation(c.get('activation', 'relu'))
+    if var == 'fixed' and not c.gaussian_std > 0:
+      raise ValueError(f'model.gaussian_std must be > 0; got {c.gaussian_std!r}.')
+  _activation(c.activation)
   if not isinstance(c.resolution, int) or c.resolution < 1:
     raise ValueError(f'model.resolution must be a positive integer; got {c.resolution!r}.')
   if c.channels not in (1, 3):
     raise ValueError(f'model.channels must be 1 or 3; got {c.channels!r}.')
   for part, options in (('encoder', ENCODERS), ('decoder', DECODERS)):
-    kind = c.get(part, 'mlp')
+    kind = c[part]
     if kind not in options:
       raise ValueError(f'Unknown model.{part} {kind!r}; accepted: {", ".join(options)}.')
     if kind == 'conv':
-      widths = tuple(c.get('conv_widths', ()))
+      widths = tuple(c.conv_widths)
       if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
         raise ValueError(f'A conv {part} needs model.conv_widths, a non-empty tuple of '
                          f'positive channel counts; got {widths!r}.')
@@ -284,7 +291,7 @@ def validate(model_config) -> None:
         raise ValueError(f'A conv {part} with {len(widths)} stride-2 layers needs a resolution '
                          f'divisible by {2 ** len(widths)}; got {c.resolution}. Use fewer '
                          'model.conv_widths or another resolution.')
-  hidden = tuple(c.get('hidden', ()))
+  hidden = tuple(c.hidden)
   if any(not isinstance(h, int) or h < 1 for h in hidden):
     raise ValueError(f'model.hidden must be a tuple of positive layer widths; got {hidden!r}.')
 
@@ -292,27 +299,27 @@ def validate(model_config) -> None:
 def make_vae(model_config) -> nn.Module:
   """Builds the VAE / CVAE / linear-Gaussian VAE described by ``model_config``."""
   validate(model_config)
-  c = model_config
-  num_classes = c.get('num_classes', 0)
+  c = with_defaults(model_config, DEFAULTS)
+  num_classes = c.num_classes
   if c.name == 'linear_vae':
     return LinearGaussianVAE(latent_dim=c.latent_dim, data_dim=c.data_dim)
   shape = data_shape(c)
-  act = c.get('activation', 'relu')
-  hidden = tuple(c.get('hidden', ()))
-  widths = tuple(c.get('conv_widths', ()))
-  if c.get('encoder', 'mlp') == 'mlp':
+  act = c.activation
+  hidden = tuple(c.hidden)
+  widths = tuple(c.conv_widths)
+  if c.encoder == 'mlp':
     encoder = MLPEncoder(hidden=hidden, latent_dim=c.latent_dim, activation=act,
                          num_classes=num_classes)
   else:
     encoder = ConvEncoder(widths=widths, latent_dim=c.latent_dim, activation=act,
-                          num_classes=num_classes, hidden=c.get('conv_hidden', 0))
-  if c.get('decoder', 'mlp') == 'mlp':
+                          num_classes=num_classes, hidden=c.conv_hidden)
+  if c.decoder == 'mlp':
     decoder = MLPDecoder(hidden=tuple(reversed(hidden)), out_shape=shape, activation=act,
                          num_classes=num_classes)
   else:
     decoder = ConvDecoder(widths=tuple(reversed(widths)), out_shape=shape, activation=act,
                           num_classes=num_classes)
-  return VAE(encoder=encoder, decoder=decoder, likelihood=c.get('likelihood', 'bernoulli'),
-             gaussian_variance=c.get('gaussian_variance', 'fixed'),
-             gaussian_std=c.get('gaussian_std', 0.1), min_std=c.get('min_std', 1e-3),
+  return VAE(encoder=encoder, decoder=decoder, likelihood=c.likelihood,
+             gaussian_variance=c.gaussian_variance,
+             gaussian_std=c.gaussian_std, min_std=c.min_std,
              num_classes=num_classes)
