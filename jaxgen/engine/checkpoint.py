@@ -14,32 +14,27 @@ import jax
 import orbax.checkpoint as ocp
 
 LATEST_DIR = 'checkpoints'
-BEST_DIR = 'best'
 
 
-def make_manager(workdir: str, keep: int = 3, *, subdir: str = LATEST_DIR,
-                 best_metric: str | None = None, best_mode: str = 'min',
-                 create: bool = True) -> ocp.CheckpointManager:
-  """Manager keeping the last ``keep`` steps (or, with ``best_metric``, the best ``keep``)."""
+def make_manager(workdir: str, keep: int = 3, *, create: bool = True) -> ocp.CheckpointManager:
+  """Manager keeping the last ``keep`` steps under ``workdir/checkpoints``."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=create,
-      best_fn=(lambda m: m[best_metric]) if best_metric else None,
-      best_mode=best_mode, keep_checkpoints_without_metrics=not best_metric,
       cleanup_tmp_directories=True)  # Remove halves of writes cut short by a crash.
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, subdir)), options=options)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, LATEST_DIR)),
+                               options=options)
 
 
-def latest_listed_step(workdir: str, subdir: str = LATEST_DIR) -> int:
+def latest_listed_step(workdir: str) -> int:
   """The newest finished checkpoint step under ``workdir`` (0 when none), read without a manager."""
-  path = os.path.join(workdir, subdir)
+  path = os.path.join(workdir, LATEST_DIR)
   steps = list(ocp.utils.checkpoint_steps(path)) if os.path.isdir(path) else []
   return max(steps) if steps else 0
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, metrics=None, *,
-         force: bool = False) -> bool:
+def save(manager: ocp.CheckpointManager, step: int, state, *, force: bool = False) -> bool:
   return manager.save(int(step), args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                      metrics=metrics, force=force)
+                      force=force)
 
 
 def restore(manager: ocp.CheckpointManager, target, step: int | None = None):

@@ -20,12 +20,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def write_config(config, workdir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json(indent=2))
-  os.replace(path + '.tmp', path)
+  write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
 
 
 def _plain(obj):
