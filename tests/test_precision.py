@@ -376,9 +376,9 @@ def test_steps_per_dispatch_scan_equals_sequential_steps(tiny_config):
     state, m = single(state, {'image': images[i]})
     seq.append(m)
   assert int(multi.step) == int(state.step) == k
-  # The scan body is the same step computation on the same inputs and XLA:CPU is
-  # deterministic, so the scanned steps reproduce the single steps bitwise (as the engine's
-  # bitwise resume relies on); a step reading the wrong batch, key or state would not.
+  # The scan body is the same step computation on the same inputs, and XLA:CPU evaluates a
+  # computation deterministically, so the scanned steps reproduce the single steps bitwise
+  # (measured: they do); a step reading the wrong batch, key or state would not.
   for a, b in zip(jax.tree.leaves(multi), jax.tree.leaves(state), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   for key in ('d_loss', 'g_loss'):
