@@ -8,6 +8,14 @@ from scipy import integrate, stats
 from jaxgen.losses import vae as vl
 
 EPS32 = float(np.finfo(np.float32).eps)
+U64 = float(np.finfo(np.float64).eps) / 2
+# False-failure probability of each Monte Carlo check (seeds are fixed), and the matching
+# two-sided number of standard errors (4.9).
+P_FALSE = 1e-6
+K_SE = float(stats.norm.isf(P_FALSE / 2))
+# No standard normal draw in these tests exceeds E in magnitude: P(|N(0,1)| > 8) = 1.2e-15
+# per draw, < 1e-8 over the ~1e7 draws here.
+E = 8.0
 # XLA:CPU's float32 exp/log/log1p are not correctly rounded; we allow 4 ulp each.
 ULP = 4
 
@@ -169,7 +177,8 @@ def test_reparameterized_gradient_of_quadratic_matches_analytic():
   want_lv = np.asarray(jnp.diag(a) * jnp.exp(logvar))
   for g, want in ((np.asarray(g_mu, np.float64), want_mu), (np.asarray(g_lv, np.float64), want_lv)):
     mean, se = g.mean(0), g.std(0) / np.sqrt(n)
-    # 4 standard errors of the Monte Carlo mean, plus each float32 sample's rounding: the
+    # 4 standard errors of the Monte Carlo mean (two-sided false-failure probability 6e-5 per
+    # coordinate, seed fixed), plus each float32 sample's rounding: the
     # gradient of z A z + b z through z = mu + sigma eps is a few products and d-term sums,
     # (2 d + 4) eps32 of its magnitude (the float64 mean adds nothing of that order).
     assert np.all(np.abs(mean - want) <= 4 * se + (2 * d + 4) * EPS32 * np.abs(g).mean(0)), (
@@ -185,11 +194,17 @@ def test_reparameterized_gradient_of_quadratic_matches_analytic():
   assert np.all(np.abs(np.asarray(g_mu2, np.float64) - want_mu) <= tol)
 
 
-def _exact_posterior_linear_model(seed=0, d=6, q=2, batch=5):
+def gamma64(k):
+  """gamma_k = k u / (1 - k u): relative error bound of k float64 roundings (Higham)."""
+  return k * U64 / (1 - k * U64)
+
+
+def _exact_posterior_linear_model(seed=0, d=6, q=2, batch=5, dtype=jnp.float32):
   """A linear-Gaussian model x = Wz + b + noise whose posterior is diagonal (W'W diagonal).
 
   Returns (encode, decode, x, exact log p(x)) with the encoder set to the exact posterior:
-  q(z|x) = N(M^-1 W'(x - b), s2 M^-1), M = W'W + s2 I.
+  q(z|x) = N(M^-1 W'(x - b), s2 M^-1), M = W'W + s2 I. ``dtype`` float64 needs
+  ``jax.enable_x64`` around the calls.
   """
   rng = np.random.default_rng(seed)
   u, _ = np.linalg.qr(rng.normal(size=(d, q)))
@@ -200,16 +215,72 @@ def _exact_posterior_linear_model(seed=0, d=6, q=2, batch=5):
   post_logvar = np.log(s2 * np.diag(np.linalg.inv(m)))
   x = rng.multivariate_normal(bias, w @ w.T + s2 * np.eye(d), size=batch)
   log_px = stats.multivariate_normal(bias, w @ w.T + s2 * np.eye(d)).logpdf(x)
-  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  f32 = lambda a: jnp.asarray(a, dtype)
 
   def encode(xx):
     mu = (xx - f32(bias)) @ f32(v).T
     return mu, jnp.broadcast_to(f32(post_logvar), mu.shape)
 
   def decode(z):
-    return z @ f32(w).T + f32(bias), jnp.float32(np.log(s2))
+    return z @ f32(w).T + f32(bias), f32(np.log(s2))
 
   return encode, decode, f32(x), log_px, (w, bias, s2)
+
+
+def _posterior(x, w, bias, s2):
+  """Exact posterior means [B, q] and log-variances [q] of the linear model, float64."""
+  m = w.T @ w + s2 * np.eye(w.shape[1])
+  return (np.asarray(x, np.float64) - bias) @ np.linalg.solve(m, w.T).T, np.log(
+      s2 * np.diag(np.linalg.inv(m)))
+
+
+def _log_weight_bound64(x, w, bias, s2, mu_shift=0.0, lv_shift=0.0):
+  """Per example, |float64 log w(z) - exact| for w = p(x|z) p(z) / q(z|x), z = mu + s eps.
+
+  q is the posterior shifted by (mu_shift, lv_shift); |eps| <= E. Each of the three log
+  densities is 0.5 sum (log 2 pi + lv + r^2) over its dimensions: <= 10 roundings per term
+  and a D-term sum, gamma(D + 10) of the sum of the terms' magnitudes, where r^2 = (a - m)^2 /
+  s^2 also carries the cancellation in a - m: <= gamma(2) (|a| + |m|) |a - m| / s^2. The
+  encoder mean (a D-term dot and the shift) is off by gamma(D + 3) of its magnitude, which
+  moves log q by |z - mu| / s^2 per unit, i.e. E / s; the decoder mean m = W z + b by
+  gamma(q + 2) of its magnitude, moving log p(x|z) by |x - m| / s2 per unit.
+  """
+  x = np.asarray(x, np.float64)
+  d, q = w.shape
+  mu0, lv0 = _posterior(x, w, bias, s2)
+  v = np.linalg.solve(w.T @ w + s2 * np.eye(q), w.T)
+  mu, lv = mu0 + mu_shift, lv0 + lv_shift
+  sd = np.exp(lv / 2)
+  z_mag = np.abs(mu) + E * sd  # [B, q]
+  m_mag = z_mag @ np.abs(w).T + np.abs(bias)  # |W z + b| <= [B, d]
+  resid = np.abs(x - mu @ w.T - bias) + (E * sd) @ np.abs(w).T  # |x - W z - b| <= [B, d]
+  log_q = np.sum(np.log(2 * np.pi) + np.abs(lv) + E ** 2 + 2 * E * z_mag / sd, 1)
+  log_pz = np.sum(np.log(2 * np.pi) + z_mag ** 2, 1)
+  log_px_z = np.sum(np.log(2 * np.pi) + abs(np.log(s2)) + (resid + 2 * (np.abs(x) + m_mag))
+                    * resid / s2, 1)
+  terms = gamma64(d + 10) * 0.5 * (log_q + log_pz + log_px_z)
+  mu_err = gamma64(d + 3) * ((np.abs(x) + np.abs(bias)) @ np.abs(v).T + abs(mu_shift))
+  m_err = gamma64(q + 2) * m_mag
+  return terms + np.sum(E / sd * mu_err, 1) + np.sum(resid / s2 * m_err, 1)
+
+
+def _logpdf_bound64(x, w, bias, s2):
+  """|scipy's float64 log N(x; b, C) - exact|, C = WW' + s2 I: the log-determinant and the
+  Mahalanobis term from a backward-stable factorization, gamma(D) cond(C) relative each."""
+  x = np.asarray(x, np.float64)
+  c = w @ w.T + s2 * np.eye(len(bias))
+  maha = np.einsum('bi,ij,bj->b', x - bias, np.linalg.inv(c), x - bias)
+  return gamma64(len(bias)) * np.linalg.cond(c) * (len(bias) + maha) + gamma64(4) * (
+      len(bias) * np.log(2 * np.pi) + abs(np.linalg.slogdet(c)[1]) + maha)
+
+
+def _iwae_lse_bound64(k, chunk, value):
+  """float64 rounding of the chunked log-mean-exp of k log weights equal up to delta:
+  per chunk a max, c exps and a c-term sum (gamma(c + 3) in the log) and a logaddexp onto the
+  running total (2 roundings of |value|); the final - log k one more."""
+  chunks = -(-k // chunk)
+  return chunks * (gamma64(min(k, chunk) + 3) + 2 * U64 * np.abs(value)) + 2 * U64 * (
+      np.abs(value) + np.log(k))
 
 
 def test_elbo_and_iwae_are_exact_with_the_exact_posterior():
@@ -221,7 +292,8 @@ def test_elbo_and_iwae_are_exact_with_the_exact_posterior():
   num_samples = 20_000
   out = vl.elbo(encode, decode, x, jax.random.PRNGKey(1), likelihood='gaussian',
                 num_samples=num_samples)
-  # Tolerance: 4 standard errors of the num_samples-sample mean of log p(x|z), z ~ q, with the
+  # Tolerance: 4 standard errors (two-sided false-failure probability 6e-5 per example, seed
+  # fixed) of the num_samples-sample mean of log p(x|z), z ~ q, with the
   # per-sample spread estimated independently in float64 numpy, plus the float32 rounding
   # of that mean (num_samples eps32 of mean |log p(x|z)|, recursive summation) and of each
   # sample's D-term sum.
@@ -232,45 +304,116 @@ def test_elbo_and_iwae_are_exact_with_the_exact_posterior():
   mag = np.abs(rec).mean(0)
   tol = 4 * se + (num_samples + 16) * EPS32 * mag
   assert np.all(np.abs(np.asarray(out['elbo'], np.float64) - log_px) <= tol)
-  for k, chunk in ((1, 1), (37, 10), (40, 10), (5, 100)):
-    got = vl.iwae_bound(encode, decode, x, jax.random.PRNGKey(2), likelihood='gaussian',
-                        k=k, chunk_size=chunk)
-    np.testing.assert_allclose(np.asarray(got), log_px, atol=2e-4, err_msg=f'k={k}')
+  # The IWAE identity is checked in float64, where every weight equals p(x) up to the float64
+  # rounding of the three log densities (_log_weight_bound64) and of the log-mean-exp.
+  with jax.enable_x64(True):
+    encode, decode, x, log_px, (w, bias, s2) = _exact_posterior_linear_model(dtype=jnp.float64)
+    delta = _log_weight_bound64(x, w, bias, s2)
+    for k, chunk in ((1, 1), (37, 10), (40, 10), (5, 100)):
+      got = vl.iwae_bound(encode, decode, x, jax.random.PRNGKey(2), likelihood='gaussian',
+                          k=k, chunk_size=chunk)
+      assert got.dtype == jnp.float64
+      tol = delta + _iwae_lse_bound64(k, chunk, log_px) + _logpdf_bound64(x, w, bias, s2)
+      assert np.all(np.abs(np.asarray(got) - log_px) <= tol), (k, np.asarray(got) - log_px, tol)
+    # A proposal off the posterior by 1e-6 of its sd makes the single weight vary with z by
+    # ~1e-6: far outside the bound (~1e-12), so the bound can fail.
+    sd = np.exp(_posterior(x, w, bias, s2)[1] / 2)
+    off = lambda xx: (encode(xx)[0] + jnp.asarray(1e-6 * sd), encode(xx)[1])
+    got = vl.iwae_bound(off, decode, x, jax.random.PRNGKey(2), likelihood='gaussian', k=1)
+    assert np.max(np.abs(np.asarray(got) - log_px) / tol) > 100
+
+
+def _proposal_moments(post_logvar, mu_shift, lv_shift):
+  """KL(q || p(z|x)) and E_q[w^n] (n = 2, 3), w = p(z|x) / q(z|x), for the shifted proposal.
+
+  Both are the same for every x here (q is the posterior moved by a fixed shift and widened
+  by a fixed factor). KL in closed form; the moments by quadrature per dimension (the
+  dimensions are independent), an independent check of nothing but the integrals.
+  """
+  kl, m2, m3 = 0.0, 1.0, 1.0
+  for lv in post_logvar:
+    s_p, s_q = np.exp(lv / 2), np.exp((lv + lv_shift) / 2)
+    kl += 0.5 * (-lv_shift + np.exp(lv_shift) + mu_shift ** 2 / s_p ** 2 - 1)
+    p, q = stats.norm(0.0, s_p), stats.norm(mu_shift, s_q)
+    for n in (2, 3):
+      val, err = integrate.quad(lambda z: np.exp(n * p.logpdf(z) + (1 - n) * q.logpdf(z)),
+                                -30 * s_q, 30 * s_q, epsabs=0, epsrel=1e-10)
+      assert err < 1e-8 * val
+      m2, m3 = (m2 * val, m3) if n == 2 else (m2, m3 * val)
+  return kl, m2, m3
 
 
 def test_iwae_tightens_with_k_for_a_poor_proposal():
-  encode, decode, x, log_px, _ = _exact_posterior_linear_model(seed=4, batch=200)
+  # float64 (jax.enable_x64): rounding (<= 1e-10 here by _log_weight_bound64 and
+  # _iwae_lse_bound64) is negligible next to the Monte Carlo errors the checks are built on.
+  mu_shift, lv_shift = 0.2, 0.7  # Shifted and over-dispersed: the ELBO is far from log p(x).
+  with jax.enable_x64(True):
+    encode, decode, x, log_px, (w, bias, s2) = _exact_posterior_linear_model(
+        seed=4, batch=1000, dtype=jnp.float64)
 
-  def poor_encode(xx):  # Shifted and over-dispersed: the ELBO is far from log p(x).
-    mu, logvar = encode(xx)
-    return mu + 0.2, logvar + 0.7
+    def poor_encode(xx):
+      mu, logvar = encode(xx)
+      return mu + mu_shift, logvar + lv_shift
 
-  key = jax.random.PRNGKey(3)
-  elbo = vl.elbo(poor_encode, decode, x, key, likelihood='gaussian', num_samples=2000)['elbo']
-  gap_elbo = np.mean(log_px - np.asarray(elbo))
-  assert gap_elbo > 0.3
-  ks = (1, 10, 100, 5000)
-  per_example = [log_px - np.asarray(vl.iwae_bound(
-      poor_encode, decode, x, jax.random.fold_in(key, k), likelihood='gaussian', k=k,
-      chunk_size=512)) for k in ks]
+    key = jax.random.PRNGKey(3)
+    elbo = vl.elbo(poor_encode, decode, x, key, likelihood='gaussian', num_samples=2000)['elbo']
+    ks = (1, 10, 100, 5000)
+    per_example = [log_px - np.asarray(vl.iwae_bound(
+        poor_encode, decode, x, jax.random.fold_in(key, k), likelihood='gaussian', k=k,
+        chunk_size=512)) for k in ks]
+    rounding = max(np.max(_log_weight_bound64(x, w, bias, s2, mu_shift, lv_shift)
+                          + _iwae_lse_bound64(5000, 512, log_px)), 1e-300)
+  assert rounding < 1e-9
+  kl, m2, m3 = _proposal_moments(_posterior(x, w, bias, s2)[1], mu_shift, lv_shift)
+  chi2 = m2 - 1  # Var_q(w) / E_q(w)^2
+  assert kl > 0.3  # The proposal is far from the posterior: the checks below are not trivial.
+  # Every example's gap has the same expectation (see _proposal_moments), so the spread over
+  # the examples is Monte Carlo noise alone: se = sd / sqrt(n), and K_SE se bounds each mean.
+  n = len(log_px)
+  gap_elbo = log_px - np.asarray(elbo)
+  se = lambda g: np.std(g) / np.sqrt(n)
   gaps = [np.mean(g) for g in per_example]
-  se1 = np.std(per_example[0]) / np.sqrt(len(log_px))
-  # The gap shrinks with k (down to Monte Carlo noise of ~0.005 nats once it is ~0).
-  assert gaps[0] > gaps[1] > 0.01 and all(g2 < g1 + 0.005 for g1, g2 in zip(gaps, gaps[1:])), gaps
-  assert abs(gaps[0] - gap_elbo) < 4 * se1, (gaps[0], gap_elbo, se1)  # k=1: ELBO in expectation.
-  assert abs(gaps[-1]) < 0.01, gaps  # Nearly exact at k = 5000.
+  # ELBO and the k = 1 IWAE: both log p(x) - KL(q || p(z|x)) in expectation.
+  assert abs(np.mean(gap_elbo) - kl) <= K_SE * se(gap_elbo) + rounding, (gap_elbo.mean(), kl)
+  assert abs(gaps[0] - kl) <= K_SE * se(per_example[0]) + rounding, (gaps[0], kl)
+  # k = 10 is significantly tighter than k = 1, and no larger k is significantly looser.
+  sd_diff = lambda i, j: np.sqrt(se(per_example[i]) ** 2 + se(per_example[j]) ** 2)
+  assert gaps[0] - gaps[1] > K_SE * sd_diff(0, 1), gaps
+  for i in range(len(ks) - 1):
+    assert gaps[i + 1] < gaps[i] + K_SE * sd_diff(i, i + 1) + 2 * rounding, gaps
+  # Large k: E[gap_k] = chi2 / (2k) + c / k^2 + O(k^-3) (delta method on log of the mean of k
+  # weights), |c| = |mu_3 / 3 - 3 sigma^4 / 4| <= E w^3 + 3 E w^2 + 2 + chi2^2.
+  for i, k in enumerate(ks):
+    if k >= 100:
+      remainder = (m3 + 3 * m2 + 2 + chi2 ** 2) / k ** 2
+      assert abs(gaps[i] - chi2 / (2 * k)) <= K_SE * se(per_example[i]) + remainder + rounding, (
+          k, gaps[i], chi2 / (2 * k))
 
 
 def test_iwae_k1_is_unbiased_for_the_elbo():
-  encode, decode, x, _, _ = _exact_posterior_linear_model(seed=5, batch=3)
-  poor = lambda xx: (encode(xx)[0] - 0.3, encode(xx)[1] + 0.8)
-  keys = jax.random.split(jax.random.PRNGKey(5), 4000)
-  k1 = jax.vmap(lambda kk: vl.iwae_bound(poor, decode, x, kk, likelihood='gaussian', k=1))(keys)
-  k1 = np.asarray(k1, np.float64)
-  ref = np.asarray(vl.elbo(poor, decode, x, keys[0], likelihood='gaussian',
-                           num_samples=100_000)['elbo'])
-  se = k1.std(0) / np.sqrt(len(keys))
-  assert np.all(np.abs(k1.mean(0) - ref) < 4 * se + 1e-3), (k1.mean(0), ref, se)
+  mu_shift, lv_shift = -0.3, 0.8
+  with jax.enable_x64(True):  # float64: rounding (< 1e-9) is negligible, as above.
+    encode, decode, x, _, (w, bias, s2) = _exact_posterior_linear_model(
+        seed=5, batch=3, dtype=jnp.float64)
+    poor = lambda xx: (encode(xx)[0] + mu_shift, encode(xx)[1] + lv_shift)
+    keys = jax.random.split(jax.random.PRNGKey(5), 4000)
+    k1 = jax.vmap(lambda kk: vl.iwae_bound(poor, decode, x, kk, likelihood='gaussian', k=1))(keys)
+    k1 = np.asarray(k1, np.float64)
+    ref_samples = 100_000
+    ref = np.asarray(vl.elbo(poor, decode, x, keys[0], likelihood='gaussian',
+                             num_samples=ref_samples)['elbo'])
+  assert np.max(_log_weight_bound64(x, w, bias, s2, mu_shift, lv_shift)) < 1e-9
+  # Both estimate the ELBO: k1 over 4000 keys (its own spread), ref over 100,000 samples of
+  # log p(x|z), z ~ q, whose spread is measured independently in numpy (2,000 draws).
+  mu, lv = _posterior(x, w, bias, s2)
+  zs = mu + mu_shift + np.exp((lv + lv_shift) / 2) * np.random.default_rng(0).normal(
+      size=(2000, *mu.shape))
+  rec = stats.norm.logpdf(np.asarray(x), zs @ w.T + bias, np.sqrt(s2)).sum(-1)
+  se = np.sqrt(k1.var(0) / len(keys) + rec.var(0) / ref_samples)
+  assert np.all(np.abs(k1.mean(0) - ref) < K_SE * se + 2e-9), (k1.mean(0), ref, se)
+  # A bias of a quarter of the ELBO's gap to log p(x) (KL(q || p(z|x)), ~1.2 nats) would be
+  # caught: the bound is ~0.18.
+  assert np.all(K_SE * se < 0.25 * _proposal_moments(lv, mu_shift, lv_shift)[0])
 
 
 def test_bad_arguments_are_rejected():

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from scipy import stats
 
 from experiments.configs import cvae as cvae_configs
 from experiments.configs import vae as vae_configs
@@ -21,6 +22,19 @@ from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
 from jaxgen.families import vae, vae_figures, vae_targets
 from tests.conftest import set_fields
+
+
+U32 = np.finfo(np.float32).eps / 2  # Unit roundoff of float32 (2^-24).
+U64 = np.finfo(np.float64).eps / 2
+# numpy's float32 log / log1p are not correctly rounded; we allow 4 ulp each.
+ULP = 4
+# False-failure probability of each statistical check on a correct implementation.
+P_FALSE = 1e-6
+
+
+def gamma32(k):
+  """gamma_k = k u / (1 - k u): relative error bound of k float32 roundings (Higham)."""
+  return k * U32 / (1 - k * U32)
 
 
 def model_config(**kw):
@@ -71,13 +85,15 @@ def test_gaussian_variances():
     params = model.init(jax.random.PRNGKey(0), x)
     _, logvar = model.apply(params, jnp.zeros((2, 3)), method=model.decode)
     assert logvar.shape == shape
-    if var == 'fixed':
-      np.testing.assert_allclose(float(logvar), 2 * np.log(0.2), rtol=1e-6)
+    if var == 'fixed':  # The float64 constant 2 log 0.2, rounded once to float32.
+      assert logvar.dtype == jnp.float32 and float(logvar) == float(np.float32(2 * np.log(0.2)))
     else:  # Smooth floor at min_std^2 even for a very negative raw parameter.
       p = jax.tree.map(lambda a: a, params)
       p['params']['raw_logvar'] = jnp.full(shape, -1e3)
       _, lv = model.apply(p, jnp.zeros((2, 3)), method=model.decode)
-      np.testing.assert_allclose(np.asarray(lv), 2 * np.log(1e-3), rtol=1e-5)
+      # logaddexp(-1000, 2 log 1e-3) = max + log1p(e^-986): the exponential underflows to 0
+      # in float32, so the result is the floor 2 log(1e-3) (one float32 rounding) exactly.
+      np.testing.assert_array_equal(np.asarray(lv), np.float32(2 * np.log(1e-3)))
 
 
 @pytest.mark.parametrize('bad,match', [
@@ -119,30 +135,54 @@ def test_iwae_schedule():
   expected = [1e-3, 7.2e-4, 5.2e-4, 3.7e-4, 2.7e-4, 1.9e-4, 1.4e-4, 1e-4]
   starts = [0, *ends[:-1]]
   for i, value in enumerate(expected):
-    np.testing.assert_allclose(float(lr(starts[i])), value, rtol=1e-6)
-    np.testing.assert_allclose(float(lr(ends[i] - 1)), value, rtol=1e-6)
+    # optax's piecewise constant: the float32 initial value times i float32 ratios
+    # values[j + 1] / values[j], each ratio and product one rounding: gamma(2 i + 1); the
+    # float64 1e-4 * round(...) differs from the literal by <= 2 float64 roundings.
+    rtol = gamma32(2 * i + 1) + 2 * U64
+    np.testing.assert_allclose(float(lr(starts[i])), value, rtol=rtol, atol=0)
+    np.testing.assert_allclose(float(lr(ends[i] - 1)), value, rtol=rtol, atol=0)
   assert cfg.model.hidden == (200, 200) and cfg.model.latent_dim == 50
   assert cfg.batch_size == 20 and cfg.optimizer.eps == 1e-4 and cfg.num_epochs == 3280
 
 
 def test_targets_binarization_and_dequantization():
-  images = np.random.default_rng(0).uniform(-1, 1, size=(200, 4, 4, 1)).astype(np.float32)
+  images = np.random.default_rng(0).uniform(-1, 1, size=(2000, 4, 4, 1)).astype(np.float32)
   x01 = (images + 1) / 2
   cfg = tiny()
   t = np.asarray(vae_targets.prepare_targets(cfg, jnp.asarray(images), jax.random.PRNGKey(0)))
   assert set(np.unique(t)) <= {0.0, 1.0}
-  assert abs(t.mean() - x01.mean()) < 0.02
+  # Dynamic binarization: t ~ Bernoulli(p = x01), independently. mean(t - p) and
+  # mean((t - p)(2p - 1)) have mean 0 and sd sqrt(sum p(1-p) w^2) / n (w = 1, 2p - 1): each
+  # within norm.isf(P_FALSE / 2) = 4.9 sd (seed fixed). The second rejects a fixed threshold
+  # (t = [p > 1/2]: 1/12 on uniform p, ~70 sd), checked below.
+  def z_scores(targets):
+    p = x01.astype(np.float64).ravel()
+    d = targets.astype(np.float64).ravel() - p
+    return [abs(np.mean(d * w)) / (np.sqrt(np.sum(p * (1 - p) * w ** 2)) / p.size)
+            for w in (np.ones_like(p), 2 * p - 1)]
+  k = stats.norm.isf(P_FALSE / 2)
+  assert max(z_scores(t)) < k, z_scores(t)
+  assert z_scores((x01 > 0.5).astype(np.float32))[1] > 10 * k
   # The fixed test binarization does not depend on how the split is batched.
   whole = vae_targets.EvalTargets(cfg)(images)
   parts = vae_targets.EvalTargets(cfg)
   np.testing.assert_array_equal(np.concatenate([parts(images[:7]), parts(images[7:])]), whole)
   assert not np.array_equal(whole, vae_targets.EvalTargets(tiny(**{'eval.binarize_seed': 1}))(images))
   soft = tiny(binarize='none')
-  np.testing.assert_allclose(np.asarray(vae_targets.prepare_targets(soft, jnp.asarray(images), None)), x01)
+  # (x + 1) * 0.5 and (x + 1) / 2: the same rounded sum, halved exactly: bitwise equal.
+  np.testing.assert_array_equal(
+      np.asarray(vae_targets.prepare_targets(soft, jnp.asarray(images), None)), x01)
   deq = tiny(binarize='none', dequantize=True, **{'model.likelihood': 'gaussian'})
   levels = np.round(x01 * 255)
   d = np.asarray(vae_targets.prepare_targets(deq, jnp.asarray(levels / 127.5 - 1), jax.random.PRNGKey(1)))
-  assert np.all(d >= levels / 256 - 1e-6) and np.all(d < (levels + 1) / 256 + 1e-6)
+  # d = ((img + 1) * 0.5 * 255 + u) / 256 in float32 from img = L / 127.5 - 1 rounded to
+  # float32 (|img| <= 1: <= 2^-25), + 1 (<= 2^-24 in [0, 2]), halved, so x01 within 3 2^-26;
+  # times 255 (that error * 255, plus a rounding <= 2^-17 below 256), + u (<= 2^-17); / 256
+  # exact. So d lies within tol of [L / 256, (L + 1) / 256].
+  tol = (255 * 3 * 2.0 ** -26 + 2 * 2.0 ** -17) / 256
+  assert np.all(d >= levels / 256 - tol) and np.all(d <= (levels + 1) / 256 + tol)
+  frac = d * 256 - levels  # The uniform offsets: spread over [0, 1), not a constant.
+  assert frac.min() < 0.01 and frac.max() > 0.99
 
 
 def test_vae_run_end_to_end(tfds_dir, tmp_path):
@@ -160,7 +200,12 @@ def test_vae_run_end_to_end(tfds_dir, tmp_path):
     res = json.load(f)
   assert res['step'] == 30
   assert np.isfinite(res['test/elbo']) and res['test/kl'] >= 0
-  assert np.isclose(res['test/elbo'], res['test/log_lik'] - res['test/kl'])
+  # Per example elbo = log_lik - kl is one float32 rounding; with log_lik_i <= 0 and
+  # kl_i >= 0, mean |elbo_i| <= |log_lik| + kl; each of the three float64 means (100
+  # additions and a division) adds gamma64(101) of that.
+  scale = abs(res['test/log_lik']) + res['test/kl']
+  assert abs(res['test/elbo'] - (res['test/log_lik'] - res['test/kl'])) <= (
+      U32 + 3 * 101 * U64 / (1 - 101 * U64)) * scale
   assert res['test/iwae'] > res['test/elbo']  # Tighter bound (k = 16) on 100 examples.
   # The final evaluation is over eval.max_examples = 100 test examples with final_iwae_k
   # importance samples: scoring the final weights that way gives the same numbers.
@@ -171,8 +216,10 @@ def test_vae_run_end_to_end(tfds_dir, tmp_path):
   again = vae.evaluate_params(cfg, model, state.nets['vae']['params'], test_images,
                               iwae_k=cfg.eval.final_iwae_k)
   assert again['num_examples'] == 100 and again['iwae_k'] == cfg.eval.final_iwae_k == 16
+  # The same function, arguments, keys and compiled programs: bitwise (and JSON round-trips
+  # float64 exactly).
   for name in ('elbo', 'log_lik', 'kl', 'iwae'):
-    np.testing.assert_allclose(res[f'test/{name}'], again[name], rtol=1e-5, err_msg=name)
+    assert res[f'test/{name}'] == again[name], (name, res[f'test/{name}'], again[name])
   train = [r for r in read_metrics(workdir) if 'elbo' in r]
   # Every log_every steps, and at each checkpoint (the engine checks the pending steps'
   # metrics for divergence before it saves).
@@ -183,8 +230,15 @@ def test_vae_run_end_to_end(tfds_dir, tmp_path):
   params0 = vae.init_params(cfg, model, init_key, vae.output_bias(cfg))
   imgs, _ = pipeline.load_split_arrays(cfg.data, 'train')
   m = np.clip(((imgs + 1) / 2).mean(0), 1e-3, 1 - 1e-3)
-  np.testing.assert_allclose(np.asarray(params0['decoder']['pixel_bias']),
-                             np.log(m / (1 - m)), atol=1e-4)
+  assert m.dtype == np.float32  # The same float32 mean as the family's (same numpy reduction).
+  want = np.log(m / (1 - m))
+  # Both are float32 logits of the same m: the family's log(m) - log1p(-m) costs ULP ulp per
+  # log of |log m| + |log1p(-m)| and a rounding of the result; this one rounds 1 - m and the
+  # division (gamma(2) relative in the log's argument, so absolute in the log) and the log
+  # costs ULP ulp of the result.
+  tol = (ULP * U32 * (np.abs(np.log(m)) + np.abs(np.log1p(-m))) + U32 * np.abs(want)
+         + gamma32(2) + ULP * U32 * np.abs(want))
+  assert np.all(np.abs(np.asarray(params0['decoder']['pixel_bias']) - want) <= tol)
   # Tools on the finished run.
   config, model, params, step = vae_tools.load_run(workdir)
   assert step == 30
@@ -217,13 +271,17 @@ def test_cvae_tools():
   labels = np.array([1, 5, 9])
   out = vae_tools.rerender(config, model, params, images, labels)
   assert out.shape == (3 * 11, 16, 16, 1)
-  np.testing.assert_allclose(out[11], (images[1] + 1) / 2)  # Each row starts with the original.
+  # Each row starts with the original ((x + 1) * 0.5 and (x + 1) / 2 are the same bits).
+  np.testing.assert_array_equal(out[11], (images[1] + 1) / 2)
   # Column c of row i is the decoder mean at image i's style z (encoded with its label) as c.
   # (Encoded with the whole batch: a dynamically binarized batch draws its uniforms in order.)
+  # The MLP decoder maps each row independently, so the same program (a batch of 3 x 10) with
+  # that z and class in row 14 gives the same bits.
   z = vae_figures.encode_mean(config, model, params, images, labels)[1:2]
-  np.testing.assert_allclose(out[11 + 1 + 4],
-                             vae_figures.decode_mean(config, model, params, z, [4])[0],
-                             atol=1e-6)
+  same_shape = vae_figures.decode_mean(config, model, params, np.repeat(z, 30, 0),
+                                       np.full(30, 4))
+  np.testing.assert_array_equal(out[11 + 1 + 4], same_shape[14])
+  assert not np.array_equal(out[11 + 1 + 4], out[11 + 1 + 5])  # Another class differs.
   grid = vae_tools.class_grid(config, model, params, num_styles=3)
   assert grid.shape == (30, 16, 16, 1)
   for bad in (10, -1, None):
@@ -306,6 +364,11 @@ def test_scanned_steps_match_single_steps():
     one, _ = jax.jit(step)(one, {'image': images[i]})
   scanned, metrics = jax.jit(lambda s, b: jax.lax.scan(step, s, b))(state, {'image': images})
   assert metrics['elbo'].shape == (4,) and int(scanned.step) == 4
+  # The scan body is the same step computation on the same inputs, and XLA:CPU evaluates a
+  # computation deterministically: bitwise (measured: it is). A step that read the wrong
+  # batch or key would differ.
   for a, b in zip(jax.tree.leaves(one.nets['vae']['params']),
                   jax.tree.leaves(scanned.nets['vae']['params']), strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.array_equal(jax.tree.leaves(one.nets['vae']['params'])[0],
+                            jax.tree.leaves(state.nets['vae']['params'])[0])
