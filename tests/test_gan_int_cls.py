@@ -171,8 +171,7 @@ def test_samples_follow_the_fixed_captions(shapes_dir, tmp_path):
 def test_resume_with_imported_frozen_text_equals_uninterrupted_run(shapes_dir, tmp_path):
   src = str(tmp_path / 'text_src')  # Another run (other seed) whose 'text' is imported.
   source = loop.train_and_evaluate(tiny_config(shapes_dir, num_steps=1, seed=5), src)
-  cfg = lambda n: tiny_config(shapes_dir, num_steps=n, checkpoint_every=2,
-                              init_from={'text': f'{src}:text'})
+  cfg = lambda n: tiny_config(shapes_dir, num_steps=n, checkpoint_every=2, text_from=src)
   full = loop.train_and_evaluate(cfg(4), str(tmp_path / 'full'))
   half = str(tmp_path / 'half')
   loop.train_and_evaluate(cfg(2), half)

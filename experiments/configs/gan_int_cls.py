@@ -2,7 +2,7 @@
 
   python -m experiments.gan_int_cls --config=experiments/configs/gan_int_cls.py --workdir=runs/gic
   python -m experiments.gan_int_cls --config=experiments/configs/gan_int_cls.py:gan_cls \
-      --workdir=runs/gan_cls --config.init_from.text=runs/text_encoder:text
+      --workdir=runs/gan_cls --config.text_from=runs/text_encoder
 
 Variants (``:<name>``, comma-separated, the later ones overriding):
   gan_int_cls  (default) matching-aware D and interpolated captions: cls=True, interp=True.
@@ -15,7 +15,8 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
 e.g. ``gan_cls,paper``. Default sizes fit a CPU: 32x32, widths 32, a 256-d char-CNN-RNN.
 
 The caption encoder ``text`` is frozen. Import a trained one (the text-encoder family, same
-``config.text`` fields) with ``--config.init_from.text=<workdir>:text``; without it phi is a
+``config.text`` fields) with ``--config.text_from=<workdir>[:net]`` (it sets
+``init_from.text``; the net defaults to ``text``); without it phi is a
 random char-CNN-RNN (a fixed random projection of the characters). With precomputed
 sentence embeddings in the batches, ``--config.text.name=precomputed --config.text.embed_dim=1024``.
 """
@@ -50,6 +51,7 @@ def gan_int_cls_defaults() -> ml_collections.ConfigDict:
                                                eps=1e-8, schedule='constant',
                                                decay_start_frac=0.0, final_lr_frac=0.0))
   c.ema_decay = 0.0
+  c.text_from = ''           # '<text-encoder workdir>[:net]': import phi from that run (frozen)
   c.batch_size = 64
   c.num_steps = 3000
   c.checkpoint_every = 500

@@ -36,6 +36,18 @@ from jaxgen.losses import matching
 from jaxgen.models import gan_int_cls as models
 
 
+def resolve(config) -> None:
+  """``text_from='<workdir>[:net]'`` -> ``init_from.text`` (the net defaults to ``text``)."""
+  source = config.get('text_from', '')
+  if not source:
+    return
+  if config.text.name == tc.PRECOMPUTED:
+    raise ValueError('text_from imports a text encoder, but text.name="precomputed" uses '
+                     'the embeddings of the batches; set one or the other.')
+  tail = source.rstrip('/').rsplit('/', 1)[-1]
+  config.init_from.text = source if ':' in tail else f'{source}:text'
+
+
 def validate(config) -> None:
   from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
   models.check(config.model)
