@@ -2,6 +2,7 @@
 variants end to end through the engine on tiny embedded shapes, the frozen text encoder,
 imports of a frozen encoder with resume, and precomputed embeddings."""
 import os
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -9,12 +10,13 @@ import numpy as np
 import pytest
 
 from experiments.configs import gan_int_cls as gic_config
-from jaxgen.data import shapes
+from jaxgen.data import embeddings, shapes
 from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
 from jaxgen.families import gan_int_cls
 from jaxgen.losses import matching
 from jaxgen.models import gan_int_cls as models
+from tests import test_captions_data as tcd
 from tests.conftest import set_fields
 from tests.test_engine import assert_bitwise_equal, leaves
 
@@ -181,21 +183,51 @@ def test_resume_with_imported_frozen_text_equals_uninterrupted_run(shapes_dir, t
   assert_bitwise_equal(resumed.nets['text'], source.nets['text'])  # imported, then frozen
 
 
-def test_precomputed_embeddings_replace_the_text_network():
-  cfg = set_fields(gic_config.get_config('tiny'), {'text.name': 'precomputed',
-                                                   'text.embed_dim': 6})
-  gan_int_cls.validate(cfg)
-  family = gan_int_cls.build(cfg, with_data=False)
-  assert family.batch_keys == ('image', 'caption_embedding')
-  state = family.init(jax.random.PRNGKey(0))
-  assert set(state.nets) == {'g', 'd'}
+def _flowers_with_embeddings(root, dim):
+  """The Oxford-102 fixture of test_captions_data (train: class_00002, 4 images) and
+  StackGAN-style pickles of [10, dim] caption embeddings for its train split."""
+  manual = root / 'manual'
+  n = 0
+  for c in ('class_00001', 'class_00002'):
+    for _ in range(4):
+      n += 1
+      tcd._jpeg(str(manual / 'jpg' / f'image_{n:05d}.jpg'), tcd._red_blue(24, 32))
+      tcd._caption_file(str(manual / 'text_c10' / c / f'image_{n:05d}.txt'), 10, c)
+  (manual / 'trainvalclasses.txt').write_text('class_00002\n')
+  (manual / 'testclasses.txt').write_text('class_00001\n')
+  names = [f'class_00002/image_{m:05d}' for m in range(5, 9)]
+  table = [np.random.default_rng(m).normal(size=(10, dim)).astype(np.float32) for m in range(4)]
+  emb = root / 'embeddings' / 'train'
+  emb.mkdir(parents=True)
+  for obj, name in ((table, embeddings.EMBEDDINGS_FILE), (names, embeddings.FILENAMES_FILE)):
+    with open(emb / name, 'wb') as f:
+      pickle.dump(obj, f, protocol=2)  # as StackGAN's Python 2 pickles
+  return manual, root / 'embeddings'
+
+
+def test_precomputed_embeddings_replace_the_text_network(tmp_path):
+  manual, emb_dir = _flowers_with_embeddings(tmp_path, dim=6)
+  cfg = tiny_config(str(tmp_path / 'tfds'), num_steps=2, batch_size=4)
+  set_fields(cfg, {'text.name': 'precomputed', 'text.embed_dim': 6,
+                   'data.name': 'jaxgen_flowers_captions', 'data.builder_config': None,
+                   'data.manual_dir': str(manual)})
+  with pytest.raises(ValueError, match='data.embeddings_dir'):
+    loop.prepare(cfg)
+  cfg.data.embeddings_dir = str(emb_dir)
+  config, module = loop.prepare(cfg)
+  family = module.build(config)
+  assert family.batch_keys == ('image', 'caption_embedding') and family.sample is None
+  final = loop.train_and_evaluate(cfg, str(tmp_path / 'run'))
+  assert set(final.nets) == {'g', 'd'}  # no text network
+  records = [r for r in read_metrics(str(tmp_path / 'run')) if 'finite' in r]
+  assert [r['finite'] for r in records] == [1.0, 1.0]
+  # The step reads the embeddings: other embeddings, another update of D's text projection.
+  state = jax.jit(family.init)(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
-  batch = {'image': jnp.asarray(rng.uniform(-1, 1, (8, 16, 16, 3)), jnp.float32),
-           'caption_embedding': jnp.asarray(rng.normal(size=(8, 6)), jnp.float32)}
-  new, metrics = jax.jit(family.train_step)(state, batch)
-  assert float(metrics['finite']) == 1.0 and float(metrics['d_wrong']) > 0
-  # The step read the embeddings: other embeddings, another D loss.
-  other, _ = jax.jit(family.train_step)(state, dict(batch, caption_embedding=-batch[
-      'caption_embedding']))
-  assert not np.array_equal(leaves(new.nets['d'])["['params']['text_proj']['kernel']"],
-                            leaves(other.nets['d'])["['params']['text_proj']['kernel']"])
+  batch = {'image': jnp.asarray(rng.uniform(-1, 1, (4, 16, 16, 3)), jnp.float32),
+           'caption_embedding': jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)}
+  step = jax.jit(family.train_step)
+  a, _ = step(state, batch)
+  b, _ = step(state, dict(batch, caption_embedding=-batch['caption_embedding']))
+  key = "['params']['text_proj']['kernel']"
+  assert not np.array_equal(leaves(a.nets['d'])[key], leaves(b.nets['d'])[key])

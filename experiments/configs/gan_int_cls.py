@@ -18,7 +18,8 @@ The caption encoder ``text`` is frozen. Import a trained one (the text-encoder f
 ``config.text`` fields) with ``--config.text_from=<workdir>[:net]`` (it sets
 ``init_from.text``; the net defaults to ``text``); without it phi is a
 random char-CNN-RNN (a fixed random projection of the characters). With precomputed
-sentence embeddings in the batches, ``--config.text.name=precomputed --config.text.embed_dim=1024``.
+sentence embeddings (StackGAN's char-CNN-RNN pickles for CUB / Oxford-102),
+``--config.text.name=precomputed --config.text.embed_dim=1024 --config.data.embeddings_dir=<dir>``.
 """
 import ml_collections
 
@@ -39,10 +40,12 @@ def gan_int_cls_defaults() -> ml_collections.ConfigDict:
   c.text = ml_collections.ConfigDict(dict(
       name='char_cnn_rnn', vocab_size=72, conv_features=(128, 128, 128), kernel_size=4,
       pool_size=3, rnn_features=128, cell='rnn', embed_dim=256))
+  # max_caption_len 0: the tokenizer's default. manual_dir: CUB / Oxford-102 sources.
+  # embeddings_dir: precomputed caption embeddings (text.name='precomputed').
   c.data = ml_collections.ConfigDict(dict(
       name='jaxgen_shapes', split='train', eval_split='test', resolution=32, channels=3,
       data_dir='', tokenizer='char', max_caption_len=0, cache=True,
-      shuffle_buffer=10_000))  # max_caption_len 0: the tokenizer's default
+      shuffle_buffer=10_000, manual_dir='', embeddings_dir=''))
   c.cls = True               # matching-aware discriminator (real image, wrong caption = fake)
   c.interp = True            # GAN-INT: G also on interpolated caption embeddings
   c.interp_beta = 0.5

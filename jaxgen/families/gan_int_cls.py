@@ -59,6 +59,10 @@ def validate(config) -> None:
     raise ValueError(f'gan_int_cls trains on a caption dataset; data.name={config.data.name!r} '
                      f'is not one of: {", ".join(captions.CAPTION_SETS)}.')
   tc.validate(config.text)
+  if config.text.name == tc.PRECOMPUTED and not config.data.get('embeddings_dir'):
+    raise ValueError('text.name="precomputed" conditions on the embeddings of the batches: set '
+                     'data.embeddings_dir to the folder of the precomputed caption embeddings '
+                     '(StackGAN\'s char-CNN-RNN pickles; see jaxgen.data.source).')
   optim.validate(config.optimizer, lr_names=('g_lr', 'd_lr'))
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f'ema_decay must be in [0, 1) (0 disables EMA); got {config.ema_decay!r}.')
