@@ -36,6 +36,7 @@ def tiny_config(data_dir, variant='gan_int_cls', **overrides):
   cfg = gic_config.get_config(f'{variant},tiny')
   cfg.data.data_dir = data_dir
   cfg.data.builder_config = 'tiny16'
+  cfg.model.resolution = cfg.data.resolution = 16
   cfg.write_figures = False
   return set_fields(cfg, overrides)
 
@@ -123,7 +124,7 @@ def test_config_variants_and_errors():
     gic_config.get_config('gan_xyz')
   for field, value, match in [('text.name', 'gpt', 'Unknown text.name'),
                               ('interp_beta', 1.5, 'interp_beta'),
-                              ('model.resolution', 32, 'must equal data.resolution'),
+                              ('model.resolution', 16, 'must equal data.resolution'),
                               ('batch_size', 1, 'batch_size must be >= 2')]:
     with pytest.raises(ValueError, match=match):
       gan_int_cls.validate(set_fields(gic_config.get_config('tiny'), {field: value}))
@@ -173,12 +174,12 @@ def test_samples_follow_the_fixed_captions(shapes_dir, tmp_path):
 def test_resume_with_imported_frozen_text_equals_uninterrupted_run(shapes_dir, tmp_path):
   src = str(tmp_path / 'text_src')  # Another run (other seed) whose 'text' is imported.
   source = loop.train_and_evaluate(tiny_config(shapes_dir, num_steps=1, seed=5), src)
-  cfg = lambda n: tiny_config(shapes_dir, num_steps=n, checkpoint_every=2, text_from=src)
-  full = loop.train_and_evaluate(cfg(4), str(tmp_path / 'full'))
+  cfg = lambda n: tiny_config(shapes_dir, num_steps=n, checkpoint_every=1, text_from=src)
+  full = loop.train_and_evaluate(cfg(2), str(tmp_path / 'full'))
   half = str(tmp_path / 'half')
-  loop.train_and_evaluate(cfg(2), half)
-  resumed = loop.train_and_evaluate(cfg(4), half)
-  assert int(resumed.step) == 4
+  loop.train_and_evaluate(cfg(1), half)
+  resumed = loop.train_and_evaluate(cfg(2), half)
+  assert int(resumed.step) == 2
   assert_bitwise_equal(full, resumed)
   assert_bitwise_equal(resumed.nets['text'], source.nets['text'])  # imported, then frozen
 

@@ -52,6 +52,23 @@ def test_style_encoder_trains_only_s(runs_dir):
     assert os.path.exists(os.path.join(root, 'style', 'figures', name))
 
 
+def test_style_run_resumes_bitwise_without_reimporting(runs_dir, tmp_path):
+  root, gan, _, _ = runs_dir
+
+  def cfg(n):
+    c = style_config.get_config('tiny')
+    return set_fields(c, {'gan_workdir': str(root / 'gan'), 'num_steps': n, 'log_every': 1,
+                          'checkpoint_every': 2, 'write_figures': False})
+  full = loop.train_and_evaluate(cfg(4), str(tmp_path / 'full'))
+  half = str(tmp_path / 'half')
+  loop.train_and_evaluate(cfg(2), half)
+  resumed = loop.train_and_evaluate(cfg(4), half)
+  assert int(resumed.step) == 4
+  assert_bitwise_equal(full, resumed)
+  frozen_g = {k: v for k, v in gan.nets['g'].items() if k != 'opt'}
+  assert_bitwise_equal(resumed.nets['g'], frozen_g)  # imported once, never changed
+
+
 def test_style_encoder_needs_a_gan_run(tmp_path):
   cfg = style_config.get_config('tiny')
   with pytest.raises(ValueError, match='gan_workdir'):

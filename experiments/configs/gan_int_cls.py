@@ -11,7 +11,7 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
   gan          the plain conditional GAN (both off).
   paper        Reed's sizes: 64x64, widths 64 (ngf = ndf = 64), a 1024-d char-CNN-RNN,
                batch 64, 600 epochs of the 4,000 training images.
-  tiny         a seconds-long smoke run (16x16, widths 8, a small char-CNN-RNN).
+  tiny         a seconds-long smoke run (widths 8, a small char-CNN-RNN, 4 steps).
 e.g. ``gan_cls,paper``. Default sizes fit a CPU: 32x32, widths 32, a 256-d char-CNN-RNN.
 
 The caption encoder ``text`` is frozen. Import a trained one (the text-encoder family, same
@@ -74,8 +74,7 @@ def get_config(arg: str = 'gan_int_cls'):
       c.num_steps = 600 * 4000 // c.batch_size
       c.checkpoint_every = 2000
       c.log_every = 100
-    elif name == 'tiny':
-      c.model.resolution = c.data.resolution = 16
+    elif name == 'tiny':  # 32x32: jaxgen_shapes' smallest build (the tests use 16x16)
       c.model.g_width = c.model.d_width = 8
       c.model.latent_dim, c.model.proj_dim = 8, 8
       c.text.update(dict(conv_features=(8, 8), rnn_features=8, embed_dim=16))

@@ -31,10 +31,12 @@ def get_config(arg: str = 'default'):
   # Reed et al. clustered 100 backgrounds of birds; jaxgen_shapes has 4 background colours.
   c.eval = ml_collections.ConfigDict(dict(num_images=500, num_clusters=4, batch_size=100,
                                           seed=0))
-  c.num_steps = 2000
   if arg == 'tiny':
+    c.num_steps = 4
     c.style.width = 8
     c.eval.num_images, c.eval.batch_size = 16, 8
-  elif arg != 'default':
+  elif arg == 'default':
+    c.num_steps = 2000
+  else:
     raise ValueError(f'Unknown style_encoder variant {arg!r}; accepted: default, tiny.')
   return c
