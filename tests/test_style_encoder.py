@@ -48,6 +48,7 @@ def test_style_encoder_trains_only_s(runs_dir):
     import json  # pylint: disable=g-import-not-at-top
     final = json.load(f)
   assert 0.0 <= final['style/roc_auc'] <= 1.0 and final['step'] == 3
+  assert 0.0 <= final['style/roc_auc_pixels'] <= 1.0
   for name in ('style_roc.png', 'style_transfer.png'):
     assert os.path.exists(os.path.join(root, 'style', 'figures', name))
 

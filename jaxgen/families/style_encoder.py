@@ -10,7 +10,9 @@ and never changes.
 
 Evaluation (``evaluate``, and the figures at the end): Reed's ROC of S's cosine similarities
 between real images of the same / different background-colour clusters
-(:mod:`jaxgen.metrics.style`), on the first ``eval.num_images`` images of ``data.eval_split``;
+(:mod:`jaxgen.metrics.style`), on the first ``eval.num_images`` images of ``data.eval_split``,
+next to the same ROC with raw pixels as the features (``style/roc_auc_pixels``: the
+background fills most of the image, so pixels alone separate its clusters well);
 the figures are the ROC curve (``style_roc.png``) and style transfer (``style_transfer.png``:
 the real images on the first row, below them G(S(image), phi(caption)) for the fixed
 sampling captions, one per row).
@@ -125,18 +127,26 @@ def build(config, *, with_data: bool = True) -> base.Family:
       return np.concatenate([np.asarray(encode(state.nets['s'], images[i:i + bs]))
                              for i in range(0, len(images), bs)])
 
+    # The reference: the same ROC with the raw pixels as features. The background covers
+    # most pixels, so pixels alone already separate background clusters well; S is only
+    # informative where it beats them.
+    pixels = style_metrics.style_roc(images.reshape((len(images), -1)), images,
+                                     config.eval.num_clusters, config.eval.seed)
+
     def evaluate(state, final=False):
       del final
       res = style_metrics.style_roc(features(state), images, config.eval.num_clusters,
                                     config.eval.seed)
       return {'style/roc_auc': res['auc'], 'style/cos_same': res['cos_same'],
-              'style/cos_other': res['cos_other']}
+              'style/cos_other': res['cos_other'], 'style/roc_auc_pixels': pixels['auc']}
 
     def figures(state, out_dir):
       res = style_metrics.style_roc(features(state), images, config.eval.num_clusters,
                                     config.eval.seed)
-      roc = style_metrics.write_roc_png(os.path.join(out_dir, 'style_roc.png'),
-                                        {'S': (res['fpr'], res['tpr'], res['auc'])})
+      roc = style_metrics.write_roc_png(
+          os.path.join(out_dir, 'style_roc.png'),
+          {'S(x)': (res['fpr'], res['tpr'], res['auc']),
+           'raw pixels': (pixels['fpr'], pixels['tpr'], pixels['auc'])})
       n = min(8, len(images))
       grid = transfer(generator, encoder, text, state.nets, images[:n], cond)
       path = os.path.join(out_dir, 'style_transfer.png')
