@@ -171,6 +171,9 @@ def test_samples_follow_the_fixed_captions(shapes_dir, tmp_path):
   np.testing.assert_array_equal(x, gan_int_cls.generate(generator, state.nets['g'], z, t))
 
 
+# Five engine runs: 45 s on the loaded 2-core machine. The default suite keeps the same
+# check for the style encoder (tests/test_style_encoder.py), which also imports frozen nets.
+@pytest.mark.slow
 def test_resume_with_imported_frozen_text_equals_uninterrupted_run(shapes_dir, tmp_path):
   src = str(tmp_path / 'text_src')  # Another run (other seed) whose 'text' is imported.
   source = loop.train_and_evaluate(tiny_config(shapes_dir, num_steps=1, seed=5), src)
