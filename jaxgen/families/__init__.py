@@ -11,6 +11,8 @@ from jaxgen import registry
 _FAMILIES = {
     'gan': 'jaxgen.families.gan',
     'vae': 'jaxgen.families.vae',
+    'gan_int_cls': 'jaxgen.families.gan_int_cls',
+    'style_encoder': 'jaxgen.families.style_encoder',
 }
 NAMES = tuple(_FAMILIES)
 

@@ -54,8 +54,13 @@ class Family(NamedTuple):
   # (state, batch) -> (state, metrics); metrics hold scalars and 'finite' (1.0 when every loss
   # and gradient of the step was finite). Jitted, with the state donated, by the engine.
   train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
-  # (state, key, num) -> num images in [-1, 1], NHWC (or points for 2-D data); conditioning,
-  # when the family has any, is drawn from the key. Jitted by the engine with num static.
+  # (state, key, num) -> num images in [-1, 1], NHWC (or points for 2-D data); jitted by the
+  # engine with num static. Conditioning, when the family has any, comes with the family, not
+  # the caller: class labels in turn (the CVAE: sample i gets class i mod classes), or a fixed
+  # set of K captions the family read at build time (the text-to-image families: sample i gets
+  # caption i mod K, so a grid with K columns shows one caption per column). Sampling under
+  # other conditions (a caption typed on the command line, interpolated embeddings, a style
+  # vector) is the family module's own functions, e.g. gan_int_cls.generate(g, net, z, t).
   sample: Callable[[TrainState, jax.Array, int], jax.Array] | None = None
   # Features each batch carries ('image', 'label', ...), all sharded over the data axis.
   batch_keys: tuple = ('image',)

@@ -1,0 +1,226 @@
+"""GAN-INT-CLS (Reed et al., "Generative Adversarial Text to Image Synthesis", ICML 2016).
+
+Networks: ``g`` (G(z, phi(t)); an EMA of its weights when ``ema_decay > 0``), ``d``
+(D(x, phi(t))) and ``text``, the caption encoder phi, *frozen* (no optimizer state; random
+unless imported with ``init_from={'text': '<text-encoder run>:text'}``), absent when the
+batches carry precomputed embeddings (``text.name='precomputed'``); see
+:mod:`jaxgen.families.text_conditioning`.
+
+Two switches give Reed's four variants (``experiments/configs/gan_int_cls.py``):
+
+* ``cls`` (matching-aware D): D also sees real images with wrong captions (the batch's
+  embeddings rolled by one) as fake; the fake and wrong terms are weighted by 1/2.
+* ``interp`` (GAN-INT): G is also trained on images generated from interpolated embeddings
+  ``interp_beta * t1 + (1 - interp_beta) * t2`` of two captions of the batch (t2: the roll),
+  weighted by ``interp_weight``. No real image matches them, so only G's loss uses them.
+
+One train step (all randomness from ``fold_in(rng, step)``): D is updated on real/right,
+G(z, t)/right and (CLS) real/wrong, each a separate D pass (BatchNorm sees pure batches, as
+in Reed's code); then G is updated on fresh noise through the updated D (with GAN-INT on the
+right and the interpolated captions together). Losses are sigmoid cross-entropies on logits
+(:mod:`jaxgen.losses.matching`).
+
+Sampling: ``sample(state, key, num)`` cycles through ``num_sample_captions`` fixed captions
+of ``data.eval_split`` (sample i gets caption i mod that number), so a grid of 8 columns
+shows one caption per column with a different z in each row.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxgen import optim
+from jaxgen.families import base
+from jaxgen.families import text_conditioning as tc
+from jaxgen.losses import matching
+from jaxgen.models import gan_int_cls as models
+
+
+def resolve(config) -> None:
+  """``text_from='<workdir>[:net]'`` -> ``init_from.text`` (the net defaults to ``text``)."""
+  source = config.get('text_from', '')
+  if not source:
+    return
+  if config.text.name == tc.PRECOMPUTED:
+    raise ValueError('text_from imports a text encoder, but text.name="precomputed" uses '
+                     'the embeddings of the batches; set one or the other.')
+  tail = source.rstrip('/').rsplit('/', 1)[-1]
+  config.init_from.text = source if ':' in tail else f'{source}:text'
+
+
+def validate(config) -> None:
+  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
+  models.check(config.model)
+  for key in ('resolution', 'channels'):
+    if config.model[key] != config.data[key]:
+      raise ValueError(f'model.{key} ({config.model[key]}) must equal data.{key} '
+                       f'({config.data[key]}).')
+  if config.data.name not in captions.CAPTION_SETS:
+    raise ValueError(f'gan_int_cls trains on a caption dataset; data.name={config.data.name!r} '
+                     f'is not one of: {", ".join(captions.CAPTION_SETS)}.')
+  tc.validate(config.text)
+  if config.text.name == tc.PRECOMPUTED and not config.data.get('embeddings_dir'):
+    raise ValueError('text.name="precomputed" conditions on the embeddings of the batches: set '
+                     'data.embeddings_dir to the folder of the precomputed caption embeddings '
+                     '(StackGAN\'s char-CNN-RNN pickles; see jaxgen.data.source).')
+  optim.validate(config.optimizer, lr_names=('g_lr', 'd_lr'))
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ValueError(f'ema_decay must be in [0, 1) (0 disables EMA); got {config.ema_decay!r}.')
+  for name in ('cls', 'interp'):
+    if not isinstance(config[name], bool):
+      raise ValueError(f'{name} must be True or False; got {config[name]!r}.')
+  if not 0.0 <= config.interp_beta <= 1.0:
+    raise ValueError(f'interp_beta must be in [0, 1]; got {config.interp_beta!r}.')
+  if config.interp_weight < 0:
+    raise ValueError(f'interp_weight must be >= 0; got {config.interp_weight!r}.')
+  if (config.cls or config.interp) and config.batch_size < 2:
+    raise ValueError(f'cls and interp pair each caption with another of the batch: '
+                     f'batch_size must be >= 2; got {config.batch_size}.')
+  n = config.num_sample_captions
+  if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+    raise ValueError(f'num_sample_captions must be a positive integer; got {n!r}.')
+
+
+def structure(config) -> dict:
+  return {'model': config.model.to_dict(), 'text': config.text.to_dict(),
+          'ema_decay_enabled': config.ema_decay > 0,
+          'lr_schedule_enabled': config.optimizer.schedule != 'constant'}
+
+
+def networks(config):
+  """``(generator, discriminator, text module or None)`` of ``config``."""
+  generator, discriminator = models.make_gan(config.model)
+  return generator, discriminator, tc.text_module(config.text)
+
+
+def init_nets(config, key, with_optimizers=True) -> dict:
+  """Fresh ``g``, ``d`` and (frozen) ``text`` entries; ``with_optimizers=False``: all frozen."""
+  generator, discriminator, text = networks(config)
+  g_key, d_key, t_key = jax.random.split(key, 3)
+  dim = tc.embed_dim(config.text, text)
+  z = jnp.zeros((2, config.model.latent_dim), jnp.float32)
+  t = jnp.zeros((2, dim), jnp.float32)
+  x = jnp.zeros((2, config.model.resolution, config.model.resolution, config.model.channels))
+  g_tx, d_tx = optimizers(config) if with_optimizers else (None, None)
+  nets = {'g': base.make_net(generator.init(g_key, z, t, train=False), g_tx,
+                             ema=config.ema_decay > 0),
+          'd': base.make_net(discriminator.init(d_key, x, t, train=False), d_tx)}
+  text_net = tc.init_text_net(text, t_key)
+  if text_net is not None:
+    nets['text'] = text_net
+  return nets
+
+
+def optimizers(config):
+  g = optim.adam(config.optimizer.g_lr, config.optimizer, config.num_steps)
+  d = optim.adam(config.optimizer.d_lr, config.optimizer, config.num_steps)
+  return g, d
+
+
+def generate(generator, g_net, z, t):
+  """G(z, t) in evaluation mode (EMA weights when kept, BatchNorm running statistics)."""
+  return generator.apply(base.variables(g_net, use_ema=True), z, t, train=False)
+
+
+def make_sample(config, generator, text, cond: dict):
+  """``sample(state, key, num)``: sample i from caption i mod len(cond) of ``cond``."""
+  cond = {k: jnp.asarray(v) for k, v in cond.items()}
+  k = len(next(iter(cond.values())))
+
+  def sample(state, key, num):
+    rows = jnp.arange(num) % k
+    t = tc.embed(text, state.nets.get('text'), {n: v[rows] for n, v in cond.items()})
+    z = jax.random.normal(key, (num, config.model.latent_dim))
+    return generate(generator, state.nets['g'], z, t)
+  return sample
+
+
+def build(config, *, with_data: bool = True) -> base.Family:
+  """The family; ``with_data`` reads the fixed sampling captions (needed by ``sample``)."""
+  generator, discriminator, text = networks(config)
+  sample = None
+  if with_data and text is not None:
+    sample = make_sample(config, generator, text,
+                         tc.eval_captions(config, config.num_sample_captions))
+
+  def init(key):
+    init_key, train_key = jax.random.split(key)
+    return base.new_state(train_key, init_nets(config, init_key))
+
+  return base.Family(init=init, train_step=make_train_step(config, generator, discriminator,
+                                                           text),
+                     sample=sample, batch_keys=('image', *tc.batch_keys(config.text)),
+                     examples_per_step=config.batch_size,
+                     progress_keys=('d_loss', 'g_loss'))
+
+
+def make_train_step(config, generator, discriminator, text):
+  """``train_step(state, batch) -> (state, metrics)`` (pure; the engine jits it)."""
+  g_tx, d_tx = optimizers(config)
+  use_cls, use_int = config.cls, config.interp
+  beta, int_weight, ema_decay = config.interp_beta, config.interp_weight, config.ema_decay
+  latent_dim = config.model.latent_dim
+
+  def g_apply(params, g_vars, z, t):
+    return generator.apply({'params': params, **g_vars}, z, t, train=True,
+                           mutable=list(g_vars))
+
+  def d_apply(params, d_vars, x, t):
+    return discriminator.apply({'params': params, **d_vars}, x, t, train=True,
+                               mutable=list(d_vars))
+
+  def train_step(state: base.TrainState, batch):
+    real = batch['image']
+    m = real.shape[0]
+    key = jax.random.fold_in(state.rng, state.step)
+    d_key, g_key, i_key = jax.random.split(key, 3)
+    nets = state.nets
+    g, d = nets['g'], nets['d']
+    t = tc.embed(text, nets.get('text'), batch)
+
+    # D update: real/right -> real, fake/right -> fake, (CLS) real/wrong -> fake.
+    z = base.shard_batch_axis(jax.random.normal(d_key, (m, latent_dim)))
+    fake, g_vars = g_apply(g['params'], g['vars'], z, t)
+    fake = jax.lax.stop_gradient(fake)
+    g = dict(g, vars=g_vars)
+
+    def d_loss_fn(params):
+      real_logits, new_vars = d_apply(params, d['vars'], real, t)
+      fake_logits, new_vars = d_apply(params, new_vars, fake, t)
+      wrong_logits = None
+      if use_cls:
+        wrong_logits, new_vars = d_apply(params, new_vars, real, matching.mismatched(t))
+      terms = matching.matching_aware_d_loss(real_logits, fake_logits, wrong_logits)
+      return terms['loss'], (new_vars, terms)
+
+    (d_loss, (d_vars, d_terms)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+        d['params'])
+    d = base.apply_gradients(d, d_grads, d_tx, new_vars=d_vars)
+
+    # G update on fresh noise, through the updated D (whose statistics this pass leaves alone).
+    z_g = jax.random.normal(g_key, (m, latent_dim))
+    t_g = t
+    if use_int:
+      z_g = jnp.concatenate([z_g, jax.random.normal(i_key, (m, latent_dim))])
+      t_g = jnp.concatenate([t, matching.interpolate(t, beta)])
+    z_g = base.shard_batch_axis(z_g)
+    d_now = base.variables(d)
+
+    def g_loss_fn(params):
+      images, new_vars = g_apply(params, g['vars'], z_g, t_g)
+      logits = discriminator.apply(d_now, images, t_g, train=True, mutable=list(d['vars']))[0]
+      right, interp = (logits[:m], logits[m:]) if use_int else (logits, None)
+      terms = matching.generator_loss(right, interp, int_weight)
+      return terms['loss'], (new_vars, terms)
+
+    (g_loss, (g_vars, g_terms)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        g['params'])
+    g = base.apply_gradients(dict(g, vars=g_vars), g_grads, g_tx, ema_decay=ema_decay)
+    new_nets = dict(nets, g=g, d=d)  # 'text' passes through untouched.
+    finite = base.all_finite(d_loss, d_grads, g_loss, g_grads)
+    metrics = {'d_loss': d_loss, 'd_real': d_terms['real'], 'd_fake': d_terms['fake'],
+               'd_wrong': d_terms['wrong'], 'g_loss': g_loss, 'g_right': g_terms['right'],
+               'g_interp': g_terms['interp'], 'finite': finite.astype(jnp.float32)}
+    return state.replace(step=state.step + 1, nets=new_nets), metrics
+
+  return train_step

@@ -1,0 +1,237 @@
+"""GAN-INT-CLS: the matching-aware and GAN-INT losses by hand, the networks, Reed's four
+variants end to end through the engine on tiny embedded shapes, the frozen text encoder,
+imports of a frozen encoder with resume, and precomputed embeddings."""
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import gan_int_cls as gic_config
+from jaxgen.data import embeddings, shapes
+from jaxgen.engine import loop
+from jaxgen.engine.writers import read_metrics
+from jaxgen.families import gan_int_cls
+from jaxgen.losses import matching
+from jaxgen.models import gan_int_cls as models
+from tests import test_captions_data as tcd
+from tests.conftest import set_fields
+from tests.test_engine import assert_bitwise_equal, leaves
+
+TINY_SHAPES = shapes.JaxgenShapesConfig(
+    resolution=16, split_sizes={'train': 32, 'test': 16, 'heldout': 8}, name='tiny16')
+
+
+@pytest.fixture
+def shapes_dir(tfds_dir, monkeypatch):
+  """``tfds_dir`` with a 16x16 jaxgen_shapes of 32/16/8 examples, named 'tiny16'."""
+  # A test-only builder config, named so that it survives config.json.
+  monkeypatch.setitem(shapes.JaxgenShapes.builder_configs, 'tiny16', TINY_SHAPES)
+  return tfds_dir
+
+
+def tiny_config(data_dir, variant='gan_int_cls', **overrides):
+  cfg = gic_config.get_config(f'{variant},tiny')
+  cfg.data.data_dir = data_dir
+  cfg.data.builder_config = 'tiny16'
+  cfg.model.resolution = cfg.data.resolution = 16
+  cfg.write_figures = False
+  return set_fields(cfg, overrides)
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def _softplus(x):  # float64 reference: -log sigmoid(-x) = log(1 + e^x)
+  return np.logaddexp(0.0, np.asarray(x, np.float64))
+
+
+def test_matching_aware_loss_against_hand_computation():
+  sr, sf, sw = np.array([2.0, -1.0, 0.5]), np.array([-3.0, 0.2, 1.0]), np.array([0.0, 4.0, -2.])
+  real = np.mean(_softplus(-sr))   # -log D(real, right)
+  fake = np.mean(_softplus(sf))    # -log(1 - D(fake, right))
+  wrong = np.mean(_softplus(sw))   # -log(1 - D(real, wrong))
+  out = matching.matching_aware_d_loss(jnp.asarray(sr), jnp.asarray(sf), jnp.asarray(sw))
+  # float32 softplus of O(1) inputs: a few ulp (~1e-7 relative) per term.
+  np.testing.assert_allclose(out['loss'], real + 0.5 * (fake + wrong), rtol=1e-6)
+  for k, v in {'real': real, 'fake': fake, 'wrong': wrong}.items():
+    np.testing.assert_allclose(out[k], v, rtol=1e-6, err_msg=k)
+  plain = matching.matching_aware_d_loss(jnp.asarray(sr), jnp.asarray(sf))
+  np.testing.assert_allclose(plain['loss'], real + fake, rtol=1e-6)
+  assert float(plain['wrong']) == 0.0
+  g = matching.generator_loss(jnp.asarray(sf), jnp.asarray(sw), interp_weight=0.3)
+  np.testing.assert_allclose(g['loss'], np.mean(_softplus(-sf)) + 0.3 * np.mean(_softplus(-sw)),
+                             rtol=1e-6)
+
+
+def test_losses_are_finite_at_saturated_logits():
+  big = jnp.array([100.0, -100.0])  # sigmoid then log would give log(0) = -inf here
+  out = matching.matching_aware_d_loss(big, big, big)
+  g = matching.generator_loss(big, big)
+  for v in (*out.values(), *g.values()):
+    assert np.isfinite(float(v))
+  np.testing.assert_allclose(out['real'], 50.0, rtol=1e-6)  # (0 + 100) / 2
+
+
+def test_interpolation_and_mismatch():
+  t = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32)
+  wrong = np.asarray(matching.mismatched(t))
+  for i in range(4):
+    np.testing.assert_array_equal(wrong[i], t[i - 1])
+  for beta in (0.5, 0.25):
+    mixed = np.asarray(matching.interpolate(t, beta))
+    ref = np.stack([beta * t[i] + (1 - beta) * t[i - 1] for i in range(4)])
+    np.testing.assert_allclose(mixed, ref, rtol=1e-6, atol=1e-7)  # one fma of O(1) values
+  np.testing.assert_array_equal(matching.interpolate(t, 1.0), t)
+  with pytest.raises(ValueError, match='at least 2'):
+    matching.mismatched(t[:1])
+
+
+# ---------------------------------------------------------------------------- networks
+
+
+@pytest.mark.parametrize('resolution', [16, 32])
+def test_network_shapes_and_text_dependence(resolution):
+  cfg = gic_config.get_config('tiny').model
+  cfg.resolution = resolution
+  g, d = models.make_gan(cfg)
+  s = models.make_style_encoder(cfg, 8)
+  key = jax.random.PRNGKey(0)
+  z, t = jax.random.normal(key, (3, cfg.latent_dim)), jax.random.normal(key, (3, 5))
+  g_vars = g.init(key, z, t, train=False)
+  x = g.apply(g_vars, z, t, train=False)
+  assert x.shape == (3, resolution, resolution, 3)
+  assert float(jnp.max(jnp.abs(x))) <= 1.0
+  d_vars = d.init(key, x, t, train=False)
+  logits = d.apply(d_vars, x, t, train=False)
+  assert logits.shape == (3,)
+  assert not np.allclose(logits, d.apply(d_vars, x, t[::-1], train=False))  # D reads t
+  assert not np.allclose(x, g.apply(g_vars, z, t[::-1], train=False))       # G reads t
+  assert s.apply(s.init(key, x, train=False), x, train=False).shape == (3, cfg.latent_dim)
+  assert g_vars['params']['text_proj']['kernel'].shape == (5, cfg.proj_dim)
+
+
+def test_config_variants_and_errors():
+  for variant, switches in gic_config.SWITCHES.items():
+    c = gic_config.get_config(variant)
+    assert (c.cls, c.interp) == switches and c.model.resolution == 32
+  paper = gic_config.get_config('gan_cls,paper')
+  assert (paper.cls, paper.interp) == (True, False)
+  assert paper.model.resolution == 64 and paper.text.embed_dim == 1024
+  with pytest.raises(ValueError, match='accepted: gan, gan_cls'):
+    gic_config.get_config('gan_xyz')
+  for field, value, match in [('text.name', 'gpt', 'Unknown text.name'),
+                              ('interp_beta', 1.5, 'interp_beta'),
+                              ('model.resolution', 16, 'must equal data.resolution'),
+                              ('batch_size', 1, 'batch_size must be >= 2')]:
+    with pytest.raises(ValueError, match=match):
+      gan_int_cls.validate(set_fields(gic_config.get_config('tiny'), {field: value}))
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize('variant', list(gic_config.SWITCHES))
+def test_variant_trains_through_the_engine(variant, shapes_dir, tmp_path):
+  cfg = tiny_config(shapes_dir, variant, num_steps=3)
+  workdir = str(tmp_path / variant)
+  final = loop.train_and_evaluate(cfg, workdir)
+  config, module = loop.prepare(cfg)
+  init = jax.jit(module.build(config).init)(jax.random.PRNGKey(cfg.seed))
+  assert 'opt' not in final.nets['text']
+  assert_bitwise_equal(final.nets['text'], init.nets['text'])  # frozen: never changes
+  for name in ('g', 'd'):
+    a, b = leaves(init.nets[name]['params']), leaves(final.nets[name]['params'])
+    assert any(not np.array_equal(a[k], b[k]) for k in a), name
+  records = [r for r in read_metrics(workdir) if 'finite' in r]
+  assert [r['step'] for r in records] == [1, 2, 3]
+  for r in records:
+    assert r['finite'] == 1.0
+    assert (r['d_wrong'] > 0) == cfg.cls and (r['g_interp'] > 0) == cfg.interp
+  grid = os.path.join(workdir, 'samples', 'step_0000003.png')
+  assert os.path.exists(grid)
+
+
+def test_samples_follow_the_fixed_captions(shapes_dir, tmp_path):
+  cfg = tiny_config(shapes_dir, num_steps=1)
+  config, module = loop.prepare(cfg)
+  family = module.build(config)
+  state = jax.jit(family.init)(jax.random.PRNGKey(0))
+  key = jax.random.PRNGKey(1)
+  x = np.asarray(family.sample(state, key, 8))
+  assert x.shape == (8, 16, 16, 3)
+  # Sample i uses caption i mod 4: the same z with caption 0 reproduces sample 0 exactly.
+  generator, _, text = gan_int_cls.networks(config)
+  cond = gan_int_cls.tc.eval_captions(config, 4)
+  t = gan_int_cls.tc.embed(text, state.nets['text'],
+                           {k: jnp.asarray(v)[jnp.arange(8) % 4] for k, v in cond.items()})
+  z = jax.random.normal(key, (8, config.model.latent_dim))
+  np.testing.assert_array_equal(x, gan_int_cls.generate(generator, state.nets['g'], z, t))
+
+
+# Five engine runs: 45 s on the loaded 2-core machine. The default suite keeps the same
+# check for the style encoder (tests/test_style_encoder.py), which also imports frozen nets.
+@pytest.mark.slow
+def test_resume_with_imported_frozen_text_equals_uninterrupted_run(shapes_dir, tmp_path):
+  src = str(tmp_path / 'text_src')  # Another run (other seed) whose 'text' is imported.
+  source = loop.train_and_evaluate(tiny_config(shapes_dir, num_steps=1, seed=5), src)
+  cfg = lambda n: tiny_config(shapes_dir, num_steps=n, checkpoint_every=1, text_from=src)
+  full = loop.train_and_evaluate(cfg(2), str(tmp_path / 'full'))
+  half = str(tmp_path / 'half')
+  loop.train_and_evaluate(cfg(1), half)
+  resumed = loop.train_and_evaluate(cfg(2), half)
+  assert int(resumed.step) == 2
+  assert_bitwise_equal(full, resumed)
+  assert_bitwise_equal(resumed.nets['text'], source.nets['text'])  # imported, then frozen
+
+
+def _flowers_with_embeddings(root, dim):
+  """The Oxford-102 fixture of test_captions_data (train: class_00002, 4 images) and
+  StackGAN-style pickles of [10, dim] caption embeddings for its train split."""
+  manual = root / 'manual'
+  n = 0
+  for c in ('class_00001', 'class_00002'):
+    for _ in range(4):
+      n += 1
+      tcd._jpeg(str(manual / 'jpg' / f'image_{n:05d}.jpg'), tcd._red_blue(24, 32))
+      tcd._caption_file(str(manual / 'text_c10' / c / f'image_{n:05d}.txt'), 10, c)
+  (manual / 'trainvalclasses.txt').write_text('class_00002\n')
+  (manual / 'testclasses.txt').write_text('class_00001\n')
+  names = [f'class_00002/image_{m:05d}' for m in range(5, 9)]
+  table = [np.random.default_rng(m).normal(size=(10, dim)).astype(np.float32) for m in range(4)]
+  emb = root / 'embeddings' / 'train'
+  emb.mkdir(parents=True)
+  for obj, name in ((table, embeddings.EMBEDDINGS_FILE), (names, embeddings.FILENAMES_FILE)):
+    with open(emb / name, 'wb') as f:
+      pickle.dump(obj, f, protocol=2)  # as StackGAN's Python 2 pickles
+  return manual, root / 'embeddings'
+
+
+def test_precomputed_embeddings_replace_the_text_network(tmp_path):
+  manual, emb_dir = _flowers_with_embeddings(tmp_path, dim=6)
+  cfg = tiny_config(str(tmp_path / 'tfds'), num_steps=2, batch_size=4)
+  set_fields(cfg, {'text.name': 'precomputed', 'text.embed_dim': 6,
+                   'data.name': 'jaxgen_flowers_captions', 'data.builder_config': None,
+                   'data.manual_dir': str(manual)})
+  with pytest.raises(ValueError, match='data.embeddings_dir'):
+    loop.prepare(cfg)
+  cfg.data.embeddings_dir = str(emb_dir)
+  config, module = loop.prepare(cfg)
+  family = module.build(config)
+  assert family.batch_keys == ('image', 'caption_embedding') and family.sample is None
+  final = loop.train_and_evaluate(cfg, str(tmp_path / 'run'))
+  assert set(final.nets) == {'g', 'd'}  # no text network
+  records = [r for r in read_metrics(str(tmp_path / 'run')) if 'finite' in r]
+  assert [r['finite'] for r in records] == [1.0, 1.0]
+  # The step reads the embeddings: other embeddings, another update of D's text projection.
+  state = jax.jit(family.init)(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  batch = {'image': jnp.asarray(rng.uniform(-1, 1, (4, 16, 16, 3)), jnp.float32),
+           'caption_embedding': jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)}
+  step = jax.jit(family.train_step)
+  a, _ = step(state, batch)
+  b, _ = step(state, dict(batch, caption_embedding=-batch['caption_embedding']))
+  key = "['params']['text_proj']['kernel']"
+  assert not np.array_equal(leaves(a.nets['d'])[key], leaves(b.nets['d'])[key])
