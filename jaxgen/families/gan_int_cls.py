@@ -76,9 +76,7 @@ def validate(config) -> None:
   if (config.cls or config.interp) and config.batch_size < 2:
     raise ValueError(f'cls and interp pair each caption with another of the batch: '
                      f'batch_size must be >= 2; got {config.batch_size}.')
-  n = config.num_sample_captions
-  if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-    raise ValueError(f'num_sample_captions must be a positive integer; got {n!r}.')
+  base.positive_int('num_sample_captions', config.num_sample_captions)
 
 
 def structure(config) -> dict:

@@ -65,9 +65,7 @@ def validate(config) -> None:
   optim.validate(config.optimizer)
   models.make_style_encoder(config.model, config.style.width)
   for name in ('num_images', 'num_clusters', 'batch_size'):
-    value = config.eval[name]
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f'eval.{name} must be a positive integer; got {value!r}.')
+    base.positive_int(f'eval.{name}', config.eval[name])
   if config.eval.num_clusters > config.eval.num_images:
     raise ValueError(f'eval.num_clusters ({config.eval.num_clusters}) must be at most '
                      f'eval.num_images ({config.eval.num_images}).')
