@@ -11,6 +11,7 @@ from jaxgen import registry
 _FAMILIES = {
     'gan': 'jaxgen.families.gan',
     'vae': 'jaxgen.families.vae',
+    'text_encoder': 'jaxgen.families.text_encoder',
 }
 NAMES = tuple(_FAMILIES)
 

@@ -127,3 +127,14 @@ def caption_to_image_retrieval(caption_emb, image_emb, true_index=None, *,
   scores = candidate_scores(caption_emb, image_emb, candidates, similarity)
   acc = topk_accuracy(true_ranks(scores), ks)
   return {f'top{k}': v for k, v in acc.items()}
+
+
+def r_precision(image_emb, caption_emb, *, num_candidates: int = 100, seed: int = 0,
+                similarity: str = 'cosine') -> float:
+  """AttnGAN's R-precision (R = 1): the fraction of images that rank their own caption
+  first among ``num_candidates`` (it and others drawn at random); image ``i`` goes with
+  caption ``i`` (e.g. it was generated from it). Text-to-image models report it with the
+  embeddings of their pretrained text encoder; real images with their captions give its
+  ceiling."""
+  return caption_to_image_retrieval(image_emb, caption_emb, num_candidates=num_candidates,
+                                    ks=(1,), seed=seed, similarity=similarity)['top1']
