@@ -27,9 +27,10 @@ fall to what independent guessing gets.
 
 Images go through the uint8 quantisation of a saved PNG (colour kept).
 
-Command line (trains or loads; prints accuracies on real test renders, the ceiling)::
+Command line (trains or loads; prints the scores of the real test renders against their own
+captions, the ceiling, and FID of real test against real train features)::
 
-  python -m jaxgen.metrics.attributes --resolution=64
+  python -m jaxgen.metrics.attributes --resolution=64 [--results=PATH]
 """
 from __future__ import annotations
 
@@ -281,6 +282,7 @@ def _main(argv=None):
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--cache_dir', default=None)
   parser.add_argument('--retrain', action='store_true')
+  parser.add_argument('--results', default='', help='Also write a stamped results file here.')
   args = parser.parse_args(argv)
   cfg = ml_collections.ConfigDict(dict(name='jaxgen_shapes', resolution=args.resolution,
                                        data_dir=args.data_dir))
@@ -288,8 +290,12 @@ def _main(argv=None):
   test, train_set = load_split(cfg, 'test'), load_split(cfg, 'train')
   ceiling = text_image_scores(clf, test['image'], test,
                               reference=clf(train_set['image'])['features'])
-  print(json.dumps({**clf.meta, 'real_test_scores': ceiling, 'cache_id': clf.cache_id},
-                   indent=2))
+  out = {**clf.meta, 'real_test_scores': ceiling, 'cache_id': clf.cache_id}
+  print(json.dumps(out, indent=2))
+  if args.results:
+    from jaxgen import results  # pylint: disable=g-import-not-at-top
+    results.write(args.results, out, results.command_line('python -m jaxgen.metrics.attributes',
+                                                          argv))
 
 
 if __name__ == '__main__':
