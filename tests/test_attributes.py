@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxgen.metrics import attributes, classifier, retrieval
+from jaxgen.metrics import attributes, retrieval
 
 SIZES = {'train': 1000, 'test': 200, 'heldout': 8}
 RECIPE = attributes.TrainRecipe(num_steps=300)
