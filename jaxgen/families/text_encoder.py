@@ -277,16 +277,30 @@ def _batched(fn, arrays, batch_size):
   return np.concatenate(out)
 
 
+def embed_images(image, net: dict, images, batch_size: int = 250) -> np.ndarray:
+  """[N, D] embeddings of ``images`` ([-1, 1] NHWC) by the ``image`` network entry ``net``
+  (e.g. a text-to-image model's samples, for R-precision)."""
+  variables = base.variables(net)
+  return _batched(jax.jit(lambda x: image.apply(variables, x)), [np.asarray(images)],
+                  batch_size)
+
+
+def embed_captions(text: TextNet, net: dict, ids, lengths, batch_size: int = 250) -> np.ndarray:
+  """[N, D] sentence embeddings of tokenised captions by the ``text`` network entry ``net``."""
+  variables = base.variables(net)
+  return _batched(jax.jit(lambda i, l: text.embed(variables, i, l)),
+                  [np.asarray(ids), np.asarray(lengths)], batch_size)
+
+
 def embed_split(text, image, nets, data, batch_size: int):
   """(caption embeddings [Q, D], their image index [Q], image embeddings [N, D]) of a split
   read by :func:`jaxgen.data.captions.load_caption_split` (every caption of every image)."""
-  t_vars, i_vars = base.variables(nets['text']), base.variables(nets['image'])
-  img = _batched(jax.jit(lambda x: image.apply(i_vars, x)), [data['image']], batch_size)
+  img = embed_images(image, nets['image'], data['image'], batch_size)
   n, c = data['caption_len'].shape
   valid = (np.arange(c)[None, :] < data['num_captions'][:, None]).reshape(-1)
   ids = data['caption_ids'].reshape(n * c, -1)[valid]
   lens = data['caption_len'].reshape(-1)[valid]
-  cap = _batched(jax.jit(lambda i, l: text.embed(t_vars, i, l)), [ids, lens], batch_size)
+  cap = embed_captions(text, nets['text'], ids, lens, batch_size)
   return cap, np.repeat(np.arange(n), c)[valid], img
 
 
