@@ -27,7 +27,7 @@ fall to what independent guessing gets.
 
 FID here is in the classifier's own units (one classifier per resolution) and, like every
 FID, biased upward at small sample counts: real test (500) against real train (4,000) images
-scores 383 at 32x32 and 1287 at 64x64; two halves of the 32x32 train split (2,000 each) 172.
+scores 383 at 32x32 and 1287 at 64x64 (docs/results/text_encoder/attributes_ceiling_*.json).
 Compare models at equal sample counts, next to the real-vs-real floor at that count.
 
 The default recipe's ceilings (real test renders against their own captions,
