@@ -29,7 +29,10 @@ Names (``data_config.name``): ``jaxgen_shapes`` (embedded, built on first use),
 ``data_config`` fields: ``name``, ``resolution`` (images are cropped/resized to it),
 ``data_dir`` (TFDS data dir; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``),
 ``builder_config`` (optional: ``'full'``/``'bbox_crop'`` for CUB; for ``jaxgen_shapes`` the
-resolution by default, or a :class:`jaxgen.data.shapes.JaxgenShapesConfig`), ``manual_dir``
+resolution by default, or a :class:`jaxgen.data.shapes.JaxgenShapesConfig`), ``split_sizes``
+(``jaxgen_shapes`` only, optional: ``{'train': n, 'test': n, 'heldout': n}`` builds a smaller
+set, e.g. for tests, under its own name; plain values, so it fits in a run's config.json),
+``manual_dir``
 (CUB/Oxford-102 sources), and as in pipeline.py ``cache`` (default True: the decoded split
 is kept in memory) and ``shuffle_buffer`` (default 10,000).
 """
@@ -98,7 +101,14 @@ def _builder_config(data_config):
   if config is not None:
     return config
   if data_config.name == 'jaxgen_shapes':
-    return str(data_config.resolution)
+    sizes = data_config.get('split_sizes')
+    if not sizes:
+      return str(data_config.resolution)
+    from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+    sizes = dict(sizes.to_dict() if hasattr(sizes, 'to_dict') else sizes)
+    tag = '_'.join(f'{k}{sizes.get(k)}' for k in sorted(sizes))
+    return shapes.JaxgenShapesConfig(resolution=data_config.resolution, split_sizes=sizes,
+                                     name=f'{data_config.resolution}_{tag}')
   return None
 
 
@@ -249,21 +259,11 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
     base = base.cache()
   base = base.enumerate()
   if not repeat:
-    ds = base.map(_choose_caption(tf, tf.constant(seed * 1_000_003, tf.int64)))
+    ds = base.map(_choose_caption(tf, tf.constant(pipeline.epoch_seed(seed, 0), tf.int64)))
     return _tokenised(ds.batch(batch_size).prefetch(2), tokenizer, keep_text, embeddings)
-  if num < batch_size:
-    raise ValueError(f'{data_config.name}:{split} has {num} examples on this process, fewer '
-                     f'than one batch of {batch_size}.')
-  buffer = min(num, data_config.get('shuffle_buffer', 10_000))
-  first_epoch, offset = divmod(start_step * batch_size, num)
-
-  def epoch(e):
-    epoch_seed = seed * 1_000_003 + e
-    shuffled = base.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-    return shuffled.map(_choose_caption(tf, epoch_seed))
-
-  ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  ds = pipeline.positioned_batches(
+      base, num, data_config, split, batch_size, seed=seed, start_step=start_step,
+      per_epoch=lambda shuffled, epoch_seed: shuffled.map(_choose_caption(tf, epoch_seed)))
   return _tokenised(ds, tokenizer, keep_text, embeddings)
 
 
@@ -340,7 +340,7 @@ def tokenizer_for(data_config):
     return text.CharVocab(max_len or text.REED_MAX_LEN)
   if kind != 'word':
     raise ValueError(f'Unknown data.tokenizer {kind!r}; accepted: {", ".join(TOKENIZERS)}.')
-  config = data_config.get('builder_config')
+  config = _builder_config(data_config)
   key = (data_config.name, pipeline.default_data_dir(data_config.get('data_dir')),
          getattr(config, 'name', config), data_config.get('resolution'),
          data_config.get('vocab_min_count', 1), data_config.get('vocab_max_size'),

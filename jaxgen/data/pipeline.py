@@ -260,12 +260,30 @@ def make_dataset(data_config, split: str, batch_size: int, *, seed: int = 0,
   if data_config.name in TOY2D:
     from jaxgen.data import toy2d  # pylint: disable=g-import-not-at-top
     return toy2d.make_dataset(data_config, split, batch_size, seed=seed, start_step=start_step)
-  tf = _tf()
   base, num = _base_dataset(data_config, split, whole=whole and not repeat)
   if data_config.get('cache', True):
     base = base.cache()
   if not repeat:
     return _numpy_iter(base.batch(batch_size).prefetch(2))
+  return _numpy_iter(positioned_batches(base, num, data_config, split, batch_size, seed=seed,
+                                        start_step=start_step))
+
+
+def epoch_seed(seed, epoch):
+  """The shuffling seed of epoch ``epoch`` of a stream seeded ``seed`` (ints or tf scalars)."""
+  return seed * 1_000_003 + epoch
+
+
+def positioned_batches(base, num: int, data_config, split: str, batch_size: int, *, seed: int,
+                       start_step: int, per_epoch=None):
+  """The endless, positioned training stream over ``base`` (``num`` examples), batched.
+
+  Epoch ``e`` is ``base`` shuffled with :func:`epoch_seed` ``(seed, e)`` (no reshuffling on
+  re-iteration), then ``per_epoch(dataset, epoch seed)`` when given (e.g. a caption draw);
+  epochs run into each other, only whole batches are kept, and the stream starts at batch
+  ``start_step``: whole epochs are skipped for free, then at most one epoch of examples.
+  """
+  tf = _tf()
   if num < batch_size:
     raise ValueError(f'{data_config.name}:{split} has {num} examples on this process, fewer '
                      f'than one batch of {batch_size}.')
@@ -273,11 +291,12 @@ def make_dataset(data_config, split: str, batch_size: int, *, seed: int = 0,
   first_epoch, offset = divmod(start_step * batch_size, num)
 
   def epoch(e):
-    return base.shuffle(buffer, seed=seed * 1_000_003 + e, reshuffle_each_iteration=False)
+    s = epoch_seed(seed, e)
+    shuffled = base.shuffle(buffer, seed=s, reshuffle_each_iteration=False)
+    return shuffled if per_epoch is None else per_epoch(shuffled, s)
 
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return _numpy_iter(ds)
+  return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _numpy_iter(ds):

@@ -11,6 +11,7 @@ from jaxgen import registry
 _FAMILIES = {
     'gan': 'jaxgen.families.gan',
     'vae': 'jaxgen.families.vae',
+    'text_encoder': 'jaxgen.families.text_encoder',
     'gan_int_cls': 'jaxgen.families.gan_int_cls',
     'style_encoder': 'jaxgen.families.style_encoder',
 }

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
@@ -35,7 +36,7 @@ import numpy as np
 import optax
 
 TRAIN_VERSION = 1
-# name -> number of classes. (The shapes captions dataset will be added here.)
+# name -> number of classes. (jaxgen_shapes has its attribute classifier: attributes.py.)
 DATASETS = {'jaxgen_digits': 10}
 FEATURE_DIM = 128
 CACHE_ENV = 'JAXGEN_CACHE_DIR'
@@ -49,14 +50,15 @@ def default_cache_dir(cache_dir: str | None = None) -> str:
   return os.path.join(os.path.expanduser(os.environ.get('XDG_CACHE_HOME', '~/.cache')), 'jaxgen')
 
 
-def quantize(images) -> jax.Array:
-  """[-1, 1] float (or uint8) NHWC -> grey [-1, 1] on the 256 uint8 levels."""
+def quantize(images, grey: bool = True) -> jax.Array:
+  """[-1, 1] float (or uint8) NHWC -> [-1, 1] on the 256 uint8 levels; 3 channels averaged
+  to grey unless ``grey=False``."""
   images = jnp.asarray(images)
   if images.dtype == jnp.uint8:
     x = images.astype(jnp.float32)
   else:
     x = jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0.0, 255.0)
-  if x.shape[-1] == 3:
+  if grey and x.shape[-1] == 3:
     x = jnp.mean(x, axis=-1, keepdims=True)
   return x / 127.5 - 1.0
 
@@ -217,11 +219,11 @@ class Classifier:
     return float(np.mean(pred == np.asarray(labels)))
 
 
-def _cache_paths(cache_dir, dataset, resolution, recipe: TrainRecipe):
+def _cache_paths(cache_dir, stem: str, recipe):
+  """(weights, metadata) paths of ``<cache>/classifiers/<stem>_<recipe hash>``."""
   tag = hashlib.sha256(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode())
   base = os.path.join(default_cache_dir(cache_dir), 'classifiers',
-                      f'{dataset.replace("/", "_")}_r{resolution}_v{TRAIN_VERSION}_'
-                      f'{tag.hexdigest()[:10]}')
+                      f'{stem.replace("/", "_")}_{tag.hexdigest()[:10]}')
   return base + '.msgpack', base + '.json'
 
 
@@ -233,25 +235,41 @@ def _atomic_write(path, data: bytes):
   os.replace(tmp, path)
 
 
+def load_or_train(stem: str, recipe, template: Callable[[], Any],
+                  train_fn: Callable[[], tuple[Any, dict]], cache_dir: str | None = None,
+                  retrain: bool = False) -> tuple[Any, dict]:
+  """(params, metadata) of a project classifier, from the cache or trained and cached.
+
+  The files are ``<cache_dir>/classifiers/<stem>_<hash of recipe>.msgpack`` and ``.json``
+  (written atomically); ``stem`` should name the model, dataset, resolution and recipe
+  version. ``template()`` gives params of the right structure to restore into;
+  ``train_fn()`` returns (params, metadata) and runs only when the cache has no entry whose
+  metadata holds this ``recipe`` (or with ``retrain``).
+  """
+  weights_path, meta_path = _cache_paths(cache_dir, stem, recipe)
+  if not retrain and os.path.exists(weights_path) and os.path.exists(meta_path):
+    with open(meta_path) as f:
+      meta = json.load(f)
+    if meta.get('recipe') == dataclasses.asdict(recipe):
+      with open(weights_path, 'rb') as f:
+        return flax.serialization.from_bytes(template(), f.read()), meta
+  params, meta = train_fn()
+  _atomic_write(weights_path, flax.serialization.to_bytes(params))
+  _atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+  return params, meta
+
+
 def get_classifier(data_config, cache_dir: str | None = None, *,
                    recipe: TrainRecipe = TrainRecipe(), retrain: bool = False,
                    progress: bool = False) -> Classifier:
   """Loads the cached classifier for ``data_config`` (name, resolution), training it if absent."""
   cfg = _data_config(data_config)
   model = DigitsCNN(DATASETS[cfg.name])
-  weights_path, meta_path = _cache_paths(cache_dir, cfg.name, cfg.resolution, recipe)
-  if not retrain and os.path.exists(weights_path) and os.path.exists(meta_path):
-    with open(meta_path) as f:
-      meta = json.load(f)
-    if meta.get('recipe') == dataclasses.asdict(recipe):
-      template = model.init(jax.random.PRNGKey(0), jnp.zeros((1, cfg.resolution,
-                                                              cfg.resolution, 1)))
-      with open(weights_path, 'rb') as f:
-        params = flax.serialization.from_bytes(template, f.read())
-      return Classifier(model, params, cfg.name, cfg.resolution, meta)
-  params, meta = train(cfg, recipe, progress=progress)
-  _atomic_write(weights_path, flax.serialization.to_bytes(params))
-  _atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+  params, meta = load_or_train(
+      f'{cfg.name}_r{cfg.resolution}_v{TRAIN_VERSION}', recipe,
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, cfg.resolution,
+                                                           cfg.resolution, 1))),
+      lambda: train(cfg, recipe, progress=progress), cache_dir, retrain)
   return Classifier(model, params, cfg.name, cfg.resolution, meta)
 
 

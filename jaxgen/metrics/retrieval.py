@@ -6,6 +6,10 @@ embeddings (cosine by default, as AttnGAN's R-precision and DAMSM; ``'dot'`` for
 inner-product compatibility). Top-k accuracy is the fraction of captions whose own image is
 among the k best. The standard setting is 100 candidates, top-1 and top-5.
 
+The same function ranks captions for an image (AttnGAN's R-precision: a generated image
+against its own caption and 99 others) with the roles swapped: queries are images, keys
+captions.
+
 Ties count against the true image (its rank is the number of other candidates scoring at
 least as high), so a constant embedding scores 0, not chance. Everything is numpy float64;
 non-finite embeddings raise ValueError rather than produce a meaningless number.
@@ -51,14 +55,32 @@ def sample_candidates(true_index, num_images: int, num_candidates: int = 100, *,
 
 
 def _similarity(queries: np.ndarray, keys: np.ndarray, similarity: str) -> np.ndarray:
-  """[N, D] x [N, C, D] -> [N, C]."""
+  """[N, D] x [M, D] -> [N, M] (``einsum``, not BLAS: one summation order for every pair,
+  so equal keys score exactly equal and ties stay ties)."""
+  if similarity not in SIMILARITIES:
+    raise ValueError(f'Unknown similarity {similarity!r}; accepted: {", ".join(SIMILARITIES)}.')
+  dots = np.einsum('nd,md->nm', queries, keys)
   if similarity == 'dot':
-    return np.einsum('nd,ncd->nc', queries, keys)
-  if similarity == 'cosine':
-    qn = np.linalg.norm(queries, axis=-1)
-    kn = np.linalg.norm(keys, axis=-1)
-    return np.einsum('nd,ncd->nc', queries, keys) / np.maximum(qn[:, None] * kn, 1e-12)
-  raise ValueError(f'Unknown similarity {similarity!r}; accepted: {", ".join(SIMILARITIES)}.')
+    return dots
+  qn = np.linalg.norm(queries, axis=-1)
+  kn = np.linalg.norm(keys, axis=-1)
+  return dots / np.maximum(qn[:, None] * kn[None, :], 1e-12)
+
+
+def candidate_scores(queries: np.ndarray, keys: np.ndarray, candidates: np.ndarray,
+                     similarity: str, max_elements: int = 1 << 22) -> np.ndarray:
+  """[N, C]: the similarity of query n with key ``candidates[n, c]``.
+
+  Each chunk of queries is scored against every key once, then the candidates are gathered,
+  so memory stays O(chunk * M) rather than O(N * C * D) (10 captions x 500 images x 100
+  candidates x 1024 dims would be 4 GB).
+  """
+  chunk = max(1, max_elements // max(1, len(keys)))
+  out = np.empty(candidates.shape, dtype=np.float64)
+  for s in range(0, len(queries), chunk):
+    full = _similarity(queries[s:s + chunk], keys, similarity)
+    out[s:s + chunk] = np.take_along_axis(full, candidates[s:s + chunk], axis=1)
+  return out
 
 
 def true_ranks(scores) -> np.ndarray:
@@ -98,8 +120,21 @@ def caption_to_image_retrieval(caption_emb, image_emb, true_index=None, *,
   if candidates.shape[0] != len(caption_emb) or not np.array_equal(candidates[:, 0],
                                                                    np.asarray(true_index)):
     raise ValueError('candidates must be [N, C] with each caption\'s true image in column 0.')
+  if similarity not in SIMILARITIES:
+    raise ValueError(f'Unknown similarity {similarity!r}; accepted: {", ".join(SIMILARITIES)}.')
   if max(ks) > candidates.shape[1]:
     raise ValueError(f'k={max(ks)} exceeds the {candidates.shape[1]} candidates.')
-  scores = _similarity(caption_emb, image_emb[candidates], similarity)
+  scores = candidate_scores(caption_emb, image_emb, candidates, similarity)
   acc = topk_accuracy(true_ranks(scores), ks)
   return {f'top{k}': v for k, v in acc.items()}
+
+
+def r_precision(image_emb, caption_emb, *, num_candidates: int = 100, seed: int = 0,
+                similarity: str = 'cosine') -> float:
+  """AttnGAN's R-precision (R = 1): the fraction of images that rank their own caption
+  first among ``num_candidates`` (it and others drawn at random); image ``i`` goes with
+  caption ``i`` (e.g. it was generated from it). Text-to-image models report it with the
+  embeddings of their pretrained text encoder; real images with their captions give its
+  ceiling."""
+  return caption_to_image_retrieval(image_emb, caption_emb, num_candidates=num_candidates,
+                                    ks=(1,), seed=seed, similarity=similarity)['top1']
