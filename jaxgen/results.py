@@ -342,6 +342,38 @@ def render_compare_sn(docs, paths) -> str:
   return '\n'.join([_table(head, rows), '', note, '', picture, '', sources(docs, paths)])
 
 
+def render_text_retrieval(docs, paths) -> str:
+  """``python -m experiments.text_encoder --results``: caption -> image retrieval per encoder."""
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    e, c = r['eval'], r['config']
+    row = [f'`{c["text"]["encoder"]}` + {c["loss"]["name"]}', f'{e["step"]:,}']
+    for split in ('test', 'heldout'):
+      row += [_num(e.get(f'{split}/top1'), 3), _num(e.get(f'{split}/top5'), 3),
+              _num(e.get(f'{split}/r_precision'), 3)]
+    rows.append(row + [_duration(r.get('wall_seconds_this_call')), str(i)])
+  head = ['encoder + loss', 'steps', 'test top-1', 'test top-5', 'test R-precision',
+          'held-out top-1', 'held-out top-5', 'held-out R-precision', 'wall time', 'from']
+  cands = payload(docs[0])['config']['eval']['num_candidates'] if docs else 100
+  note = (f'Every caption of every image is a query; the true image is ranked among {cands} '
+          f'images (chance: top-1 {1 / cands:.2f}, top-5 {5 / cands:.2f}).')
+  return '\n'.join([_table(head, rows), '', note, '', sources(docs, paths)])
+
+
+def render_attribute_ceiling(docs, paths) -> str:
+  """``python -m jaxgen.metrics.attributes --results``: the classifier on real test renders."""
+  keys = ('shape', 'colour', 'size', 'position', 'count')
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    s = r['real_test_scores']
+    rows.append([f'{r["resolution"]}x{r["resolution"]}', *(_num(s[k], 3) for k in keys),
+                 _num(s.get('fid'), 1), f'{r["num_test"]:,} / {r["num_train"]:,}', str(i)])
+  head = ['resolution', *keys, 'FID test vs train', 'images (test / train)', 'from']
+  return '\n'.join([_table(head, rows), '', sources(docs, paths)])
+
+
 def render_step_throughput(docs, paths) -> str:
   """``python -m benchmarks.step_throughput``'s JSON (rows, ratios, machine), stamped."""
   out = []
@@ -483,6 +515,17 @@ BLOCKS: dict[str, Block] = {
                '--out=runs/compare_sn --results=docs/results/compare_sn/digits.json '
                '--plot=docs/images/compare_sn_digits.png'),
     )),
+    'text_retrieval': Block(render_text_retrieval, tuple(
+        Source(f'docs/results/text_encoder/{enc}.json',
+               f'python -m experiments.text_encoder --config=experiments/configs/'
+               f'text_encoder.py:{enc} --workdir=runs/text_encoder/{enc} '
+               f'--results=docs/results/text_encoder/{enc}.json')
+        for enc in ('char_cnn_rnn', 'bilstm'))),
+    'attribute_ceiling': Block(render_attribute_ceiling, tuple(
+        Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
+               f'python -m jaxgen.metrics.attributes --resolution={res} '
+               f'--results=docs/results/text_encoder/attributes_ceiling_{res}.json')
+        for res in (32, 64))),
     'index': Block(render_index, ()),
 }
 
