@@ -182,13 +182,8 @@ def train(data_config, recipe: TrainRecipe = TrainRecipe(), *, progress: bool = 
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  steps = range(recipe.num_steps)
-  if progress:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    steps = tqdm(steps, desc=f'attribute classifier {cfg.resolution}', unit='step')
-  loss = None
-  for i in steps:
-    params, opt_state, loss = step(params, opt_state, i)
+  params, loss = classifier.run_steps(step, params, opt_state, recipe.num_steps,
+                                      f'attribute classifier {cfg.resolution}', progress)
   clf = AttributeClassifier(model, params, cfg.resolution)
   meta = {'dataset': cfg.name, 'resolution': cfg.resolution, 'train_version': TRAIN_VERSION,
           'recipe': dataclasses.asdict(recipe), 'final_train_loss': float(loss),

@@ -96,6 +96,20 @@ class TrainRecipe:
   max_shift_fraction: float = 0.0625  # random translations of up to 1/16 of the image
 
 
+def run_steps(step, params, opt_state, num_steps: int, desc: str, progress: bool):
+  """``step(params, opt_state, i) -> (params, opt_state, loss)`` for i < num_steps, with a bar.
+
+  Returns the final params and the last loss (a feature-space classifier's whole training).
+  """
+  steps = range(num_steps)
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    steps = tqdm(steps, desc=desc, unit='step')
+  loss = None
+  for i in steps:
+    params, opt_state, loss = step(params, opt_state, i)
+  return params, loss
+
 def _shift(images, key, max_shift):
   """Random integer translations per image; the border is filled with background (-1)."""
   if max_shift == 0:
@@ -157,13 +171,8 @@ def train(data_config, recipe: TrainRecipe = TrainRecipe(), *, progress: bool = 
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  steps = range(recipe.num_steps)
-  if progress:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    steps = tqdm(steps, desc=f'classifier {cfg.name}/{cfg.resolution}', unit='step')
-  loss = None
-  for i in steps:
-    params, opt_state, loss = step(params, opt_state, i)
+  params, loss = run_steps(step, params, opt_state, recipe.num_steps,
+                           f'classifier {cfg.name}/{cfg.resolution}', progress)
   clf = Classifier(model, params, cfg.name, cfg.resolution)
   meta = {
       'dataset': cfg.name, 'resolution': cfg.resolution, 'num_classes': num_classes,
