@@ -229,6 +229,20 @@ def _fake_results(source: results.Source, i: int) -> dict:
     return {'batch': 64, 'repeats': 5, 'jaxgen_flags': '--no-jaxgen_flags' not in cmd,
             'rows': [{'layer': '32x32 -> 16x16, 64 -> 128', 'forward_ms': 44.0,
                       'kernel_grad_xla_ms': 68.0, 'kernel_grad_s2d_ms': 100.0}]}
+  if 'experiments.text_encoder' in cmd:
+    enc = 'bilstm' if 'bilstm' in cmd else 'char_cnn_rnn'
+    ev = {'step': 1500}
+    for split in ('test', 'heldout'):
+      ev.update({f'{split}/top1': 0.8 + i / 100, f'{split}/top5': 0.99,
+                 f'{split}/r_precision': 0.85})
+    return {'eval': ev, 'wall_seconds_this_call': 400.0, 'workdir': 'runs/x',
+            'config': {'text': {'encoder': enc}, 'loss': {'name': 'damsm'},
+                       'eval': {'num_candidates': 100}}}
+  if 'metrics.attributes' in cmd:
+    scores = {'shape': 0.9, 'colour': 0.99, 'size': 0.99, 'position': 1.0, 'count': 1.0,
+              'fid': 383.0 + i}
+    return {'resolution': 32 * (i + 1), 'real_test_scores': scores, 'num_test': 500,
+            'num_train': 4000}
   raise AssertionError(f'no fake result for {cmd}')
 
 
@@ -248,6 +262,8 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
       assert f'`{src.command}`' in text
       assert f'({os.path.relpath(src.path, "docs")})' in text
   assert '| `dcgan_sn` | 500 | 6.00 | 40.00 |' in text  # compare_sn: the last point of a curve
+  assert '| `bilstm` + damsm | 1,500 | 0.810 | 0.990 | 0.850 | 0.810 |' in text  # 2nd file: i = 1
+  assert '| 64x64 | 0.900 | 0.990 | 0.990 | 1.000 | 1.000 | 384.0 | 500 / 4,000 | 2 |' in text
 
 
 # --------------------------------------------------------------------------- the commands' flag
