@@ -273,6 +273,36 @@ def render_digits_scores(docs, paths) -> str:
   return '\n'.join([out, '', *sorted(f'- {n}' for n in notes), '', sources(docs, paths)])
 
 
+def render_mode_coverage(docs, paths) -> str:
+  """``python -m experiments.gan_2d_report --results``: PacGAN's 2-D mode-coverage table."""
+  rows, published = [], {}
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    for run in r.get('runs', []):
+      rows.append((run['dataset'], run, i))
+    for p in r.get('published', []):
+      published[(p['dataset'], p['method'])] = p
+  order = {'ring': 0, 'grid': 1}
+  datasets = sorted({d for d, _, _ in rows} | {d for d, _ in published},
+                    key=lambda d: (order.get(d, 2), d))
+  lines = []
+  for dataset in datasets:
+    for _, run, i in (x for x in rows if x[0] == dataset):
+      s = run['summary']
+      pm = lambda key, d: f'{s[key][0]:.{d}f} ± {s[key][1]:.{d}f}'
+      div = f' ({s["diverged_runs"]} diverged)' if s.get('diverged_runs') else ''
+      lines.append([dataset, f'`{run["method"]}`', pm('modes', 1), pm('hq_percent', 1),
+                    pm('reverse_kl', 3), f'{s["all_modes_runs"]}/{s["num_seeds"]}{div}',
+                    _num(run.get('train_seconds'), 0), str(i)])
+    for (d, name), p in published.items():
+      if d == dataset:
+        lines.append([dataset, name, _num(p['modes'], 1), _num(p['hq_percent'], 1), '', '', '',
+                      p.get('source', '')])
+  head = ['dataset', 'method', 'modes', 'HQ samples (%)', 'reverse KL', 'runs with all modes',
+          'train time (s)', 'from']
+  return '\n'.join([_table(head, lines), '', sources(docs, paths)])
+
+
 def _vae_label(r: dict) -> str:
   c = r.get('config') or {}
   model = c.get('model', {})
@@ -464,6 +494,12 @@ def _evaluate(name: str, args: str) -> Source:
   return Source(path, f'python -m jaxgen.evaluate {args} --results={path}')
 
 
+def _report(name: str, args: str) -> Source:
+  path = f'docs/results/gan_2d/{name}.json'
+  return Source(path, f'python -m experiments.gan_2d_report {args} --seeds=10 '
+                      f'--out=runs/gan_2d_report/{name} --results={path}')
+
+
 def _vae(name: str, workdir: str, k: int = 5000) -> Source:
   path = f'docs/results/vae/{name}.json'
   return Source(path, f'python -m jaxgen.vae_tools evaluate --workdir={workdir} --k={k} '
@@ -489,6 +525,10 @@ BLOCKS: dict[str, Block] = {
                   '--metrics=is,fid,kid'),
         _evaluate('dcgan', '--workdir=runs/dcgan --metrics=is,fid,kid --num_samples=1000'),
         _evaluate('sngan', '--workdir=runs/sngan --metrics=is,fid,kid --num_samples=1000'),
+    )),
+    'gan_2d': Block(render_mode_coverage, (
+        _report('r1_ema_decay_ring', '--datasets=ring --methods=r1_ema_decay'),
+        _report('r1_ema_decay_grid', '--datasets=grid --methods=r1_ema_decay'),
     )),
     'vae_bounds': Block(render_vae_bounds, (
         _vae('vae', 'runs/vae'),
