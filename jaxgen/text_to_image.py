@@ -42,14 +42,15 @@ MODES = ('captions', 'interpolate_text', 'interpolate_style', 'transfer')
 
 
 def load(workdir: str, step: int | None = None):
-  """A run's networks: ``config``, ``generator``, ``text`` (module), ``encoder`` (S or None),
-  ``nets`` (the restored ``g``, ``text`` and, for a style-encoder run, ``s``)."""
+  """A run's networks: ``config``, ``generator``, ``text`` (the
+  :class:`~jaxgen.families.text_encoder.TextNet` of ``config.text``; None for precomputed
+  embeddings), ``encoder`` (S or None), ``nets`` (the restored ``g``, ``text`` and, for a style-encoder run, ``s``)."""
   # with_data=False: neither the sampling captions nor the evaluation images are read.
   config, _, _, state = runs.restore_run(workdir, step, build_kwargs={'with_data': False})
   if config.family not in ('gan_int_cls', 'style_encoder'):
     raise ValueError(f'{workdir!r} holds a {config.family!r} run; this tool needs a '
                      'gan_int_cls or style_encoder run.')
-  generator, _, text = gan_int_cls.networks(config)
+  generator, _, text = gan_int_cls.networks(config)  # text: a TextNet (None: precomputed)
   encoder = (models.make_style_encoder(config.model, config.style.width)
              if config.family == 'style_encoder' else None)
   generate = jax.jit(lambda g_net, z, t: gan_int_cls.generate(generator, g_net, z, t))
@@ -60,9 +61,9 @@ def load(workdir: str, step: int | None = None):
 
 def embed_captions(run, texts) -> jax.Array:
   if run.text is None:
-    raise ValueError('This run conditions on precomputed embeddings (text.name="precomputed"); '
+    raise ValueError('This run conditions on precomputed embeddings (text.encoder="precomputed"); '
                      'it has no text encoder to embed new captions.')
-  batch = {k: jnp.asarray(v) for k, v in tc.tokenize(run.config.data, texts).items()}
+  batch = {k: jnp.asarray(v) for k, v in tc.tokenize(run.text, texts).items()}
   return run.embed(run.nets['text'], batch)
 
 
@@ -105,14 +106,18 @@ def style_transfer(run, texts, real) -> np.ndarray:
   if run.encoder is None:
     raise ValueError('Style transfer needs a style_encoder run (--workdir of '
                      'experiments.style_encoder), which holds S.')
-  cond = tc.tokenize(run.config.data, texts)
+  if run.text is None:
+    raise ValueError('This run conditions on precomputed embeddings (text.encoder='
+                     '"precomputed"); it has no text encoder to embed new captions.')
+  cond = tc.tokenize(run.text, texts)
   return style_encoder.transfer(run.generator, run.encoder, run.text, run.nets, real, cond)
 
 
-def eval_images(config, num: int) -> np.ndarray:
+def eval_images(run, num: int) -> np.ndarray:
   from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
+  config = run.config
   return captions.load_caption_split(config.data, config.data.eval_split,
-                                     captions.tokenizer_for(config.data), max_examples=num,
+                                     tc.tokenizer(config, run.text), max_examples=num,
                                      whole=True)['image']
 
 
@@ -142,7 +147,7 @@ def run_mode(mode: str, workdir: str, texts, *, num: int = 8, steps: int = 8, se
   elif mode == 'interpolate_style':
     rows = style_interpolation(run, texts, steps, seed)
   else:
-    rows = style_transfer(run, texts, eval_images(run.config, num))
+    rows = style_transfer(run, texts, eval_images(run, num))
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, f'{mode}.txt'), 'w') as f:  # the captions, row by row
     f.write('\n'.join(texts) + '\n')

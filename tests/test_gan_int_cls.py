@@ -1,6 +1,7 @@
 """GAN-INT-CLS: the matching-aware and GAN-INT losses by hand, the networks, Reed's four
 variants end to end through the engine on tiny embedded shapes, the frozen text encoder,
-imports of a frozen encoder with resume, and precomputed embeddings."""
+imports of a frozen encoder with resume, the text-encoder run -> GAN-INT-CLS import end to end,
+and precomputed embeddings."""
 import os
 import pickle
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import gan_int_cls as gic_config
+from experiments.configs import text_encoder as text_config
 from jaxgen.data import embeddings, shapes
 from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
@@ -17,6 +19,7 @@ from jaxgen.families import gan_int_cls
 from jaxgen.losses import matching
 from jaxgen.models import gan_int_cls as models
 from tests import test_captions_data as tcd
+from tests import test_text_encoder_family as tef
 from tests.conftest import set_fields
 from tests.test_engine import assert_bitwise_equal, leaves
 
@@ -119,15 +122,36 @@ def test_config_variants_and_errors():
     assert (c.cls, c.interp) == switches and c.model.resolution == 32
   paper = gic_config.get_config('gan_cls,paper')
   assert (paper.cls, paper.interp) == (True, False)
-  assert paper.model.resolution == 64 and paper.text.embed_dim == 1024
+  assert paper.model.resolution == 64 and paper.text.char_cnn_rnn.embed_dim == 1024
+  # The text fields and tokenizer fields are a text-encoder run's of the same argument.
+  for variant, arg in [('gan_int_cls', 'char_cnn_rnn'), ('gan_cls,paper', 'char_cnn_rnn,paper'),
+                       ('tiny', 'tiny'), ('gan,bilstm', 'bilstm'),
+                       ('bilstm,tiny', 'bilstm,tiny')]:
+    c, t = gic_config.get_config(variant), text_config.get_config(arg)
+    assert c.text == t.text, variant
+    for key in text_config.TOKENIZER[t.text.encoder]:
+      assert c.data[key] == t.data[key], (variant, key)
   with pytest.raises(ValueError, match='accepted: gan, gan_cls'):
     gic_config.get_config('gan_xyz')
-  for field, value, match in [('text.name', 'gpt', 'Unknown text.name'),
+  for field, value, match in [
+      ('text.encoder', 'gpt',
+       "Unknown text.encoder 'gpt'; accepted: char_cnn_rnn, bilstm, precomputed"),
+      ('text.char_cnn_rnn.width', 3, r"text.char_cnn_rnn has unknown fields \['width'\]"),
+      ('data.tokenizer', 'word', "reads 'char' tokens, but data.tokenizer is 'word'"),
                               ('interp_beta', 1.5, 'interp_beta'),
                               ('model.resolution', 16, 'must equal data.resolution'),
                               ('batch_size', 1, 'batch_size must be >= 2')]:
+    cfg = gic_config.get_config('tiny')
+    if field == 'text.char_cnn_rnn.width':
+      cfg.text.char_cnn_rnn.width = value  # not a field of the config: added, not set
+    else:
+      set_fields(cfg, {field: value})
     with pytest.raises(ValueError, match=match):
-      gan_int_cls.validate(set_fields(gic_config.get_config('tiny'), {field: value}))
+      gan_int_cls.validate(cfg)
+  precomputed = set_fields(gic_config.get_config('tiny'), {'text.encoder': 'precomputed',
+                                                           'data.embeddings_dir': '/x'})
+  with pytest.raises(ValueError, match=r'data.embedding_dim \(the size .*got 0'):
+    gan_int_cls.validate(precomputed)
 
 
 # ---------------------------------------------------------------------------- training
@@ -164,7 +188,7 @@ def test_samples_follow_the_fixed_captions(shapes_dir, tmp_path):
   assert x.shape == (8, 16, 16, 3)
   # Sample i uses caption i mod 4: the same z with caption 0 reproduces sample 0 exactly.
   generator, _, text = gan_int_cls.networks(config)
-  cond = gan_int_cls.tc.eval_captions(config, 4)
+  cond = gan_int_cls.tc.eval_captions(config, text, 4)
   t = gan_int_cls.tc.embed(text, state.nets['text'],
                            {k: jnp.asarray(v)[jnp.arange(8) % 4] for k, v in cond.items()})
   z = jax.random.normal(key, (8, config.model.latent_dim))
@@ -185,6 +209,33 @@ def test_resume_with_imported_frozen_text_equals_uninterrupted_run(shapes_dir, t
   assert int(resumed.step) == 2
   assert_bitwise_equal(full, resumed)
   assert_bitwise_equal(resumed.nets['text'], source.nets['text'])  # imported, then frozen
+
+
+def test_imports_the_text_net_of_a_text_encoder_run(shapes_dir, tmp_path):
+  """The contract end to end: a text-encoder run (``text_encoder.py:tiny``) trains ``text``;
+  a GAN-INT-CLS run (``gan_int_cls.py:tiny``: the same ``config.text`` and tokenizer) imports
+  it with ``text_from=<that workdir>`` and keeps it frozen through its steps."""
+  te_cfg = tef.tiny('char_cnn_rnn', shapes_dir, num_steps=2, checkpoint_every=2)
+  with te_cfg.data.unlocked():  # the same 16x16 build as the GAN run
+    te_cfg.data.builder_config, te_cfg.data.resolution = 'tiny16', 16
+  te_dir = str(tmp_path / 'text_encoder')
+  encoder = loop.train_and_evaluate(te_cfg, te_dir)
+  cfg = tiny_config(shapes_dir, num_steps=2, text_from=te_dir)
+  assert cfg.text == te_cfg.text
+  config, module = loop.prepare(cfg)
+  assert config.init_from.text == f'{te_dir}:text'
+  fresh = jax.jit(module.build(config, with_data=False).init)(jax.random.PRNGKey(cfg.seed))
+  imported = encoder.nets['text']
+  # Not vacuous: the GAN run's own (random) text net differs from the trained one.
+  a, b = leaves(fresh.nets['text']['params']), leaves(imported['params'])
+  assert a.keys() == b.keys() and any(not np.array_equal(a[k], b[k]) for k in a)
+  gan = loop.train_and_evaluate(cfg, str(tmp_path / 'gan'))
+  assert int(gan.step) == 2 and 'opt' not in gan.nets['text']
+  a, b = leaves(fresh.nets['g']['params']), leaves(gan.nets['g']['params'])
+  assert any(not np.array_equal(a[k], b[k]) for k in a)  # the GAN did train
+  # Imported bit for bit, and unchanged by the GAN's steps (frozen).
+  assert_bitwise_equal(gan.nets['text']['params'], imported['params'])
+  assert_bitwise_equal(gan.nets['text']['vars'], imported['vars'])
 
 
 def _flowers_with_embeddings(root, dim):
@@ -212,7 +263,7 @@ def _flowers_with_embeddings(root, dim):
 def test_precomputed_embeddings_replace_the_text_network(tmp_path):
   manual, emb_dir = _flowers_with_embeddings(tmp_path, dim=6)
   cfg = tiny_config(str(tmp_path / 'tfds'), num_steps=2, batch_size=4)
-  set_fields(cfg, {'text.name': 'precomputed', 'text.embed_dim': 6,
+  set_fields(cfg, {'text.encoder': 'precomputed', 'data.embedding_dim': 6,
                    'data.name': 'jaxgen_flowers_captions', 'data.builder_config': None,
                    'data.manual_dir': str(manual)})
   with pytest.raises(ValueError, match='data.embeddings_dir'):

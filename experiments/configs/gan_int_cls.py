@@ -9,25 +9,33 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
   gan_cls      the matching-aware D alone (cls=True, interp=False).
   gan_int      interpolated captions alone (cls=False, interp=True).
   gan          the plain conditional GAN (both off).
-  paper        Reed's sizes: 64x64, widths 64 (ngf = ndf = 64), a 1024-d char-CNN-RNN,
+  bilstm       the caption encoder is AttnGAN's bi-LSTM (words) instead of the char-CNN-RNN.
+  paper        Reed's sizes: 64x64, widths 64 (ngf = ndf = 64), the 1024-d char-CNN-RNN,
                batch 64, 600 epochs of the 4,000 training images.
-  tiny         a seconds-long smoke run (widths 8, a small char-CNN-RNN, 4 steps).
-e.g. ``gan_cls,paper``. Default sizes fit a CPU: 32x32, widths 32, a 256-d char-CNN-RNN.
+  tiny         a seconds-long smoke run (widths 8, the tiny text encoder, 4 steps).
+e.g. ``gan_cls,paper``. Default sizes fit a CPU: 32x32, widths 32, the CPU char-CNN-RNN
+(128-d).
 
-The caption encoder ``text`` is frozen. Import a trained one (the text-encoder family, same
-``config.text`` fields) with ``--config.text_from=<workdir>[:net]`` (it sets
-``init_from.text``; the net defaults to ``text``); without it phi is a
-random char-CNN-RNN (a fixed random projection of the characters). With precomputed
-sentence embeddings (StackGAN's char-CNN-RNN pickles for CUB / Oxford-102),
-``--config.text.name=precomputed --config.text.embed_dim=1024 --config.data.embeddings_dir=<dir>``.
+The caption encoder ``text`` is the text-encoder family's (``config.text.encoder``,
+``config.text.<encoder>`` and the tokenizer fields of ``config.data``), set by
+``experiments.configs.text_encoder.set_text`` with the argument ``<encoder>,<size>``:
+``char_cnn_rnn`` (or ``bilstm`` with the ``bilstm`` variant) and ``cpu`` (default),
+``paper`` or ``tiny`` -- so ``gan_int_cls.py:<variant>`` builds the same ``text`` network as
+``text_encoder.py:<encoder>,<size>`` (``tiny``: ``text_encoder.py:tiny``). It is frozen.
+Import a trained one with ``--config.text_from=<text-encoder workdir>[:net]`` (it sets
+``init_from.text``; the net defaults to ``text``); without it phi is a random encoder (a
+fixed random projection of the caption). With precomputed sentence embeddings (StackGAN's
+char-CNN-RNN pickles for CUB / Oxford-102): ``--config.text.encoder=precomputed
+--config.data.embedding_dim=1024 --config.data.embeddings_dir=<dir>``.
 """
 import ml_collections
 
+from experiments.configs import text_encoder as text_config
 from jaxgen.engine import config as engine_config
 
 SWITCHES = {'gan': (False, False), 'gan_cls': (True, False), 'gan_int': (False, True),
             'gan_int_cls': (True, True)}
-VARIANTS = (*SWITCHES, 'paper', 'tiny')
+VARIANTS = (*SWITCHES, 'bilstm', 'paper', 'tiny')
 
 
 def gan_int_cls_defaults() -> ml_collections.ConfigDict:
@@ -36,16 +44,14 @@ def gan_int_cls_defaults() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       resolution=32, channels=3, latent_dim=100, proj_dim=128, g_width=32, d_width=32,
       conv_impl='fast'))
-  # The caption encoder phi (jaxgen.models.text_encoders; 'precomputed': embeddings in the batch).
-  c.text = ml_collections.ConfigDict(dict(
-      name='char_cnn_rnn', vocab_size=72, conv_features=(128, 128, 128), kernel_size=4,
-      pool_size=3, rnn_features=128, cell='rnn', embed_dim=256))
-  # max_caption_len 0: the tokenizer's default. manual_dir: CUB / Oxford-102 sources.
-  # embeddings_dir: precomputed caption embeddings (text.name='precomputed').
+  # manual_dir: CUB / Oxford-102 sources. embeddings_dir, embedding_dim: precomputed caption
+  # embeddings and their size (text.encoder='precomputed').
   c.data = ml_collections.ConfigDict(dict(
       name='jaxgen_shapes', split='train', eval_split='test', resolution=32, channels=3,
-      data_dir='', tokenizer='char', max_caption_len=0, cache=True,
-      shuffle_buffer=10_000, manual_dir='', embeddings_dir=''))
+      data_dir='', cache=True, shuffle_buffer=10_000, manual_dir='', embeddings_dir='',
+      embedding_dim=0))
+  # The caption encoder phi and its tokenizer (config.text, data.tokenizer, ...): set_text.
+  text_config.set_text(c, 'char_cnn_rnn')
   c.cls = True               # matching-aware discriminator (real image, wrong caption = fake)
   c.interp = True            # GAN-INT: G also on interpolated caption embeddings
   c.interp_beta = 0.5
@@ -64,27 +70,30 @@ def gan_int_cls_defaults() -> ml_collections.ConfigDict:
 
 def get_config(arg: str = 'gan_int_cls'):
   c = gan_int_cls_defaults()
-  for name in (arg or 'gan_int_cls').split(','):
+  names = (arg or 'gan_int_cls').split(',')
+  for name in names:
+    if name not in VARIANTS:
+      raise ValueError(f'Unknown gan_int_cls variant {name!r}; accepted: {", ".join(VARIANTS)}.')
+  # The text encoder of text_encoder.py:<encoder>,<size> (same fields, same tokenizer).
+  encoder = 'bilstm' if 'bilstm' in names else 'char_cnn_rnn'
+  size = ([n for n in names if n in ('paper', 'tiny')] or ['cpu'])[-1]  # the later one
+  text_config.set_text(c, f'{encoder},{size}')
+  for name in names:
     if name in SWITCHES:
       c.cls, c.interp = SWITCHES[name]
     elif name == 'paper':
       c.model.resolution = c.data.resolution = 64
       c.model.g_width = c.model.d_width = 64
-      c.text.update(dict(conv_features=(384, 512, 256), rnn_features=256, embed_dim=1024))
       c.num_steps = 600 * 4000 // c.batch_size
       c.checkpoint_every = 2000
       c.log_every = 100
     elif name == 'tiny':  # 32x32: jaxgen_shapes' smallest build (the tests use 16x16)
       c.model.g_width = c.model.d_width = 8
       c.model.latent_dim, c.model.proj_dim = 8, 8
-      c.text.update(dict(conv_features=(8, 8), rnn_features=8, embed_dim=16))
-      c.data.max_caption_len = 96
       c.batch_size = 8
       c.num_steps = 4
       c.log_every = 1
       c.checkpoint_every = 2
       c.num_grid_samples = 8
       c.num_sample_captions = 4
-    else:
-      raise ValueError(f'Unknown gan_int_cls variant {name!r}; accepted: {", ".join(VARIANTS)}.')
   return c

@@ -2,8 +2,11 @@
 
 Networks: ``g`` (G(z, phi(t)); an EMA of its weights when ``ema_decay > 0``), ``d``
 (D(x, phi(t))) and ``text``, the caption encoder phi, *frozen* (no optimizer state; random
-unless imported with ``init_from={'text': '<text-encoder run>:text'}``), absent when the
-batches carry precomputed embeddings (``text.name='precomputed'``); see
+unless imported from a text-encoder run with ``text_from='<workdir>'``, i.e.
+``init_from={'text': '<workdir>:text'}``), absent when the batches carry precomputed
+embeddings (``text.encoder='precomputed'``). ``config.text`` is the text-encoder family's
+(``text.encoder`` and ``text.<encoder>``, built by
+:func:`jaxgen.families.text_encoder.make_text_net`); see
 :mod:`jaxgen.families.text_conditioning`.
 
 Two switches give Reed's four variants (``experiments/configs/gan_int_cls.py``):
@@ -41,8 +44,8 @@ def resolve(config) -> None:
   source = config.get('text_from', '')
   if not source:
     return
-  if config.text.name == tc.PRECOMPUTED:
-    raise ValueError('text_from imports a text encoder, but text.name="precomputed" uses '
+  if tc.is_precomputed(config):
+    raise ValueError('text_from imports a text encoder, but text.encoder="precomputed" uses '
                      'the embeddings of the batches; set one or the other.')
   tail = source.rstrip('/').rsplit('/', 1)[-1]
   config.init_from.text = source if ':' in tail else f'{source}:text'
@@ -58,11 +61,7 @@ def validate(config) -> None:
   if config.data.name not in captions.CAPTION_SETS:
     raise ValueError(f'gan_int_cls trains on a caption dataset; data.name={config.data.name!r} '
                      f'is not one of: {", ".join(captions.CAPTION_SETS)}.')
-  tc.validate(config.text)
-  if config.text.name == tc.PRECOMPUTED and not config.data.get('embeddings_dir'):
-    raise ValueError('text.name="precomputed" conditions on the embeddings of the batches: set '
-                     'data.embeddings_dir to the folder of the precomputed caption embeddings '
-                     '(StackGAN\'s char-CNN-RNN pickles; see jaxgen.data.source).')
+  tc.validate(config)
   optim.validate(config.optimizer, lr_names=('g_lr', 'd_lr'))
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f'ema_decay must be in [0, 1) (0 disables EMA); got {config.ema_decay!r}.')
@@ -80,22 +79,23 @@ def validate(config) -> None:
 
 
 def structure(config) -> dict:
-  return {'model': config.model.to_dict(), 'text': config.text.to_dict(),
+  return {'model': config.model.to_dict(), **tc.structure(config),
           'ema_decay_enabled': config.ema_decay > 0,
           'lr_schedule_enabled': config.optimizer.schedule != 'constant'}
 
 
 def networks(config):
-  """``(generator, discriminator, text module or None)`` of ``config``."""
+  """``(generator, discriminator, text)`` of ``config``; ``text`` is a
+  :class:`~jaxgen.families.text_encoder.TextNet`, or None for precomputed embeddings."""
   generator, discriminator = models.make_gan(config.model)
-  return generator, discriminator, tc.text_module(config.text)
+  return generator, discriminator, tc.text_net(config)
 
 
 def init_nets(config, key, with_optimizers=True) -> dict:
   """Fresh ``g``, ``d`` and (frozen) ``text`` entries; ``with_optimizers=False``: all frozen."""
   generator, discriminator, text = networks(config)
   g_key, d_key, t_key = jax.random.split(key, 3)
-  dim = tc.embed_dim(config.text, text)
+  dim = tc.embed_dim(config, text)
   z = jnp.zeros((2, config.model.latent_dim), jnp.float32)
   t = jnp.zeros((2, dim), jnp.float32)
   x = jnp.zeros((2, config.model.resolution, config.model.resolution, config.model.channels))
@@ -139,7 +139,7 @@ def build(config, *, with_data: bool = True) -> base.Family:
   sample = None
   if with_data and text is not None:
     sample = make_sample(config, generator, text,
-                         tc.eval_captions(config, config.num_sample_captions))
+                         tc.eval_captions(config, text, config.num_sample_captions))
 
   def init(key):
     init_key, train_key = jax.random.split(key)
@@ -147,7 +147,7 @@ def build(config, *, with_data: bool = True) -> base.Family:
 
   return base.Family(init=init, train_step=make_train_step(config, generator, discriminator,
                                                            text),
-                     sample=sample, batch_keys=('image', *tc.batch_keys(config.text)),
+                     sample=sample, batch_keys=('image', *tc.batch_keys(config)),
                      examples_per_step=config.batch_size,
                      progress_keys=('d_loss', 'g_loss'))
 

@@ -2,7 +2,8 @@
 
 A run of its own on top of a finished GAN-INT-CLS run (``gan_workdir``): ``resolve`` copies
 that run's ``model``, ``text``, ``data`` and ``ema_decay`` fields (so G and phi are rebuilt
-exactly) and sets ``init_from`` to import its ``g`` and ``text``, both *frozen* here. Only
+exactly; ``text`` is the text-encoder family's contract, see
+:mod:`jaxgen.families.text_conditioning`) and sets ``init_from`` to import its ``g`` and ``text``, both *frozen* here. Only
 ``s`` is trained, on ``||z - S(G(z, phi(t)))||^2`` (summed over the latent dimensions,
 averaged over the batch) with z ~ N(0, I) and t the captions of the training batches; G runs
 in evaluation mode (its EMA weights when the GAN run kept them, BatchNorm running statistics)
@@ -55,13 +56,13 @@ def resolve(config) -> None:
   if data_dir:  # This machine's copy of the data.
     config.data.data_dir = data_dir
   config.init_from = {'g': f'{path}:g'}
-  if config.text.name != tc.PRECOMPUTED:
+  if not tc.is_precomputed(config):
     config.init_from['text'] = f'{path}:text'
 
 
 def validate(config) -> None:
   models.check(config.model)
-  tc.validate(config.text)
+  tc.validate(config)
   optim.validate(config.optimizer)
   models.make_style_encoder(config.model, config.style.width)
   for name in ('num_images', 'num_clusters', 'batch_size'):
@@ -72,7 +73,7 @@ def validate(config) -> None:
 
 
 def structure(config) -> dict:
-  return {'model': config.model.to_dict(), 'text': config.text.to_dict(),
+  return {'model': config.model.to_dict(), **tc.structure(config),
           'style.width': config.style.width, 'gan_ema': config.ema_decay > 0,
           'lr_schedule_enabled': config.optimizer.schedule != 'constant'}
 
@@ -113,7 +114,7 @@ def build(config, *, with_data: bool = True) -> base.Family:
   if with_data:
     from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
     split = captions.load_caption_split(config.data, config.data.eval_split,
-                                        captions.tokenizer_for(config.data),
+                                        tc.tokenizer(config, text),
                                         max_examples=config.eval.num_images, whole=True)
     images = split['image']
     cond = {'caption_ids': split['caption_ids'][:config.num_sample_captions, 0],
@@ -152,7 +153,7 @@ def build(config, *, with_data: bool = True) -> base.Family:
       return [roc, path]
 
   return base.Family(init=init, train_step=train_step, sample=None,
-                     batch_keys=tc.batch_keys(config.text),
+                     batch_keys=tc.batch_keys(config),
                      examples_per_step=config.batch_size, evaluate=evaluate,
                      figures=figures, progress_keys=('loss',))
 

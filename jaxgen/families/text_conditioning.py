@@ -1,15 +1,20 @@
 """Caption conditioning shared by the text-to-image families (GAN-INT-CLS, its style encoder).
 
-``config.text`` names the text encoder phi:
+The text encoder phi follows the text-encoder family's contract
+(:mod:`jaxgen.families.text_encoder`): ``config.text.encoder`` names it and
+``config.text.<encoder>`` holds its module fields; the tokenizer is ``config.data.tokenizer``
+(with ``data.max_caption_len``, ``data.vocab_min_count``, ...). Both are set by
+``experiments.configs.text_encoder.set_text(c, arg)``, so a text-to-image run built with the
+same ``arg`` as a text-encoder run imports its network with
+``init_from={'text': '<text-encoder workdir>:text'}``.
 
-* ``text.name`` a model of :mod:`jaxgen.models.text_encoders` (``char_cnn_rnn``, ``bilstm``):
-  the family holds a *frozen* network ``text`` (no optimizer state), built by
-  :func:`text_module` from the other ``config.text`` fields that are fields of that module
-  (the same fields a text-encoder run saves, so ``init_from={'text': '<run>:text'}`` imports
-  it with matching shapes). Batches carry ``caption_ids`` and ``caption_len``.
-* ``text.name='precomputed'``: no text network; batches carry ``caption_embedding``
-  [B, ``text.embed_dim``] (e.g. Reed's char-CNN-RNN embeddings, see
-  :mod:`jaxgen.data.embeddings`).
+* ``text.encoder`` one of :data:`jaxgen.families.text_encoder.ENCODERS` (``char_cnn_rnn``,
+  ``bilstm``): the family holds a *frozen* network ``text`` (no optimizer state), built by
+  :func:`jaxgen.families.text_encoder.make_text_net` (the one builder; :func:`text_net` here
+  only adds the precomputed case). Batches carry ``caption_ids`` and ``caption_len``.
+* ``text.encoder='precomputed'``: no text network; batches carry ``caption_embedding``
+  [B, ``data.embedding_dim``] read from ``data.embeddings_dir`` (e.g. Reed's char-CNN-RNN
+  embeddings, see :mod:`jaxgen.data.embeddings`); ``config.text``'s other fields are unused.
 
 Sampling needs captions: :func:`eval_captions` reads a fixed set, caption 0 of each of the
 first ``num`` images of ``data.eval_split``, which the families cycle through in
@@ -17,96 +22,103 @@ first ``num`` images of ``data.eval_split``, which the families cycle through in
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.families import base
-from jaxgen.models import text_encoders
+from jaxgen.families import text_encoder
 
 PRECOMPUTED = 'precomputed'
 TOKEN_KEYS = ('caption_ids', 'caption_len')
 EMBEDDING_KEY = 'caption_embedding'
 
 
-def names() -> tuple[str, ...]:
-  return (*text_encoders.TEXT_ENCODERS, PRECOMPUTED)
+def encoders() -> tuple[str, ...]:
+  """The accepted values of ``text.encoder``."""
+  return (*text_encoder.ENCODERS, PRECOMPUTED)
 
 
-def text_module(text_cfg):
-  """The flax text encoder of ``text_cfg`` (None for precomputed embeddings)."""
-  name = text_cfg.name
-  if name == PRECOMPUTED:
-    return None
-  if name not in text_encoders.TEXT_ENCODERS:
-    raise ValueError(f'Unknown text.name {name!r}; accepted: {", ".join(names())}.')
-  fields = {f.name for f in dataclasses.fields(text_encoders.TEXT_ENCODERS[name])
-            if f.init and f.name not in ('parent', 'name')}
-  kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
-            for k, v in text_cfg.items() if k in fields}
-  return text_encoders.make_text_encoder(name, **kwargs)
+def is_precomputed(config) -> bool:
+  return config.text.get('encoder') == PRECOMPUTED
 
 
-def batch_keys(text_cfg) -> tuple[str, ...]:
-  return (EMBEDDING_KEY,) if text_cfg.name == PRECOMPUTED else TOKEN_KEYS
-
-
-def _dummy_tokens(num: int = 2, length: int = 8):
-  return jnp.ones((num, length), jnp.int32), jnp.full((num,), length, jnp.int32)
-
-
-def embed_dim(text_cfg, module) -> int:
-  """Size of phi(t): ``text.embed_dim`` for precomputed embeddings, else the module's output."""
-  if module is None:
-    return int(text_cfg.embed_dim)
-  out = jax.eval_shape(lambda: module.init_with_output(jax.random.PRNGKey(0),
-                                                       *_dummy_tokens())[0])
-  out = out[0] if isinstance(out, tuple) else out  # bilstm: (sentence, words)
-  return int(out.shape[-1])
-
-
-def validate(text_cfg) -> None:
-  module = text_module(text_cfg)  # Unknown names.
-  if module is None:
-    dim = text_cfg.get('embed_dim')
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-      raise ValueError(f'text.embed_dim must be a positive integer (the size of the '
-                       f'precomputed embeddings); got {dim!r}.')
+def validate(config) -> None:
+  """``config.text`` (and the tokenizer / embedding fields of ``config.data``)."""
+  text = config.get('text')
+  encoder = text.get('encoder') if text is not None else None
+  if encoder not in encoders():
+    raise ValueError(f'Unknown text.encoder {encoder!r}; accepted: {", ".join(encoders())} '
+                     '(see experiments/configs/text_encoder.py: set_text).')
+  if encoder == PRECOMPUTED:
+    base.positive_int('data.embedding_dim (the size of the precomputed caption embeddings, '
+                      'for text.encoder="precomputed")', config.data.get('embedding_dim'))
+    if not config.data.get('embeddings_dir'):
+      raise ValueError('text.encoder="precomputed" conditions on the embeddings of the '
+                       'batches: set data.embeddings_dir to the folder of the precomputed '
+                       'caption embeddings (StackGAN\'s char-CNN-RNN pickles; see '
+                       'jaxgen.data.source).')
   else:
-    embed_dim(text_cfg, module)  # The module's own errors, before anything is built.
+    text_encoder.text_fields(config)  # unknown module fields, tokenizer mismatch
 
 
-def init_text_net(module, key) -> dict | None:
-  """A frozen ``text`` network entry (randomly initialised; ``init_from`` replaces it)."""
-  if module is None:
+def structure(config) -> dict:
+  """The config entries that decide phi's shapes."""
+  if is_precomputed(config):
+    return {'text.encoder': PRECOMPUTED, 'data.embedding_dim': config.data.embedding_dim}
+  return text_encoder.text_structure(config)
+
+
+def text_net(config) -> text_encoder.TextNet | None:
+  """The :class:`~jaxgen.families.text_encoder.TextNet` of ``config`` (None: precomputed)."""
+  if is_precomputed(config):
     return None
-  return base.make_net(module.init(key, *_dummy_tokens()), tx=None)
+  return text_encoder.make_text_net(config)
 
 
-def embed(module, net, batch) -> jax.Array:
-  """phi(t) [B, dim] for a batch (never differentiated: the text network is frozen)."""
-  if module is None:
+def batch_keys(config) -> tuple[str, ...]:
+  return (EMBEDDING_KEY,) if is_precomputed(config) else TOKEN_KEYS
+
+
+def embed_dim(config, text) -> int:
+  """Size of phi(t): ``data.embedding_dim`` for precomputed embeddings, else ``text.dim``."""
+  return int(config.data.embedding_dim) if text is None else int(text.dim)
+
+
+def init_text_net(text, key) -> dict | None:
+  """A frozen ``text`` network entry (randomly initialised; ``init_from`` replaces it)."""
+  if text is None:
+    return None
+  return base.make_net(text.init(key), tx=None)
+
+
+def embed(text, net, batch) -> jax.Array:
+  """phi(t) [B, dim] for a batch (never differentiated: the text network is frozen; the
+  bi-LSTM runs without dropout)."""
+  if text is None:
     return jax.lax.stop_gradient(batch[EMBEDDING_KEY].astype(jnp.float32))
-  out = module.apply(base.variables(net), batch['caption_ids'], batch['caption_len'])
-  out = out[0] if isinstance(out, tuple) else out
+  out = text.embed(base.variables(net), batch['caption_ids'], batch['caption_len'])
   return jax.lax.stop_gradient(out.astype(jnp.float32))
 
 
-def tokenize(data_cfg, texts) -> dict:
-  """``{'caption_ids', 'caption_len'}`` of caption strings, with the run's tokenizer."""
-  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
-  ids, lengths = captions.tokenizer_for(data_cfg).encode_batch(list(texts))
+def tokenize(text, texts) -> dict:
+  """``{'caption_ids', 'caption_len'}`` of caption strings, with ``text``'s tokenizer."""
+  ids, lengths = text.tokenizer.encode_batch(list(texts))
   return {'caption_ids': np.asarray(ids, np.int32), 'caption_len': np.asarray(lengths, np.int32)}
 
 
-def eval_captions(config, num: int) -> dict:
-  """Caption 0 of each of the first ``num`` images of ``data.eval_split``, tokenised."""
+def tokenizer(config, text):
+  """``text``'s tokenizer, or ``data.tokenizer``'s when there is no text network."""
+  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
+  return text.tokenizer if text is not None else captions.tokenizer_for(config.data)
+
+
+def eval_captions(config, text, num: int) -> dict:
+  """Caption 0 of each of the first ``num`` images of ``data.eval_split``, tokenised by
+  ``text``'s tokenizer."""
   from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
   split = captions.load_caption_split(config.data, config.data.eval_split,
-                                      captions.tokenizer_for(config.data), max_examples=num,
-                                      whole=True)
+                                      tokenizer(config, text), max_examples=num, whole=True)
   if len(split['caption_len']) < num:
     raise ValueError(f'data.eval_split {config.data.eval_split!r} has '
                      f'{len(split["caption_len"])} images; num_sample_captions={num} needs '

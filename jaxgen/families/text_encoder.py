@@ -25,7 +25,8 @@ text-to-image model's R-precision with this encoder.
 The text network is a contract with the text-to-image families: they build the same module
 with :func:`make_text_net` from the same ``config.text`` (and ``config.data`` tokenizer
 fields), and import the trained weights frozen with
-``init_from = {'text': '<this run's workdir>:text'}``.
+``init_from = {'text': '<this run's workdir>:text'}`` (GAN-INT-CLS:
+``--config.text_from=<this run's workdir>``; :mod:`jaxgen.families.text_conditioning`).
 
 ``config.text``: ``encoder`` (a name of :data:`ENCODERS`) and, under the encoder's name,
 the module's fields except ``vocab_size`` (which comes from the tokenizer), e.g.
@@ -170,9 +171,6 @@ def matching_loss(config):
 
 
 def validate(config) -> None:
-  def positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f'{name} must be a positive integer; got {value!r}.')
   if config.data.name not in captions.CAPTION_SETS:
     raise ValueError(f'The text encoder trains on a caption dataset; data.name is '
                      f'{config.data.name!r}, accepted: {", ".join(captions.CAPTION_SETS)}.')
@@ -192,7 +190,7 @@ def validate(config) -> None:
                                       for f in config.image.features):
     raise ValueError(f'image.features must be positive integers; got {config.image.features!r}.')
   for name in ('num_candidates', 'batch_size'):
-    positive(f'eval.{name}', config.eval[name])
+    base.positive_int(f'eval.{name}', config.eval[name])
   if config.eval.num_candidates < 5:
     raise ValueError(f'eval.num_candidates must be >= 5 (top-5 is reported); got '
                      f'{config.eval.num_candidates}.')
