@@ -551,7 +551,7 @@ BLOCKS: dict[str, Block] = {
     )),
     'compare_sn': Block(render_compare_sn, (
         Source('docs/results/compare_sn/digits.json',
-               'python -m experiments.compare_sn --data=digits --num_steps=2000 '
+               'python -m experiments.compare_sn --data=digits --num_steps=5000 '
                '--out=runs/compare_sn --results=docs/results/compare_sn/digits.json '
                '--plot=docs/images/compare_sn_digits.png'),
     )),
