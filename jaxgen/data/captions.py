@@ -39,6 +39,7 @@ is kept in memory) and ``shuffle_buffer`` (default 10,000).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
 import numpy as np
@@ -358,7 +359,18 @@ def make_dataset(data_config, split: str, batch_size: int, *, seed: int = 0,
   """:func:`make_caption_dataset` with the signature of ``pipeline.make_dataset``.
 
   The tokenizer comes from ``data_config`` (:func:`tokenizer_for`), so a training loop can
-  open a caption set exactly as it opens an image set.
+  open a caption set exactly as it opens an image set. With ``data_config.embeddings_dir``
+  batches also carry ``caption_embedding``, the precomputed embedding of each drawn caption
+  (StackGAN's char-CNN-RNN pickles, read by :mod:`jaxgen.data.embeddings`): from
+  ``<embeddings_dir>/<split>`` when that folder exists (StackGAN's ``birds/train``,
+  ``birds/test`` layout), else from ``embeddings_dir`` itself.
   """
+  embeddings = None
+  if data_config.get('embeddings_dir'):
+    from jaxgen.data import embeddings as embeddings_lib  # pylint: disable=g-import-not-at-top
+    root = data_config.embeddings_dir
+    path = os.path.join(root, split)
+    embeddings = embeddings_lib.embeddings_by_filename(path if os.path.isdir(path) else root)
   return make_caption_dataset(data_config, split, batch_size, tokenizer_for(data_config),
-                              seed=seed, start_step=start_step, repeat=repeat, whole=whole)
+                              seed=seed, start_step=start_step, repeat=repeat, whole=whole,
+                              embeddings=embeddings)
