@@ -111,6 +111,16 @@ def variables(net: dict, use_ema: bool = False) -> dict:
   return {'params': params, **net['vars']}
 
 
+def apply_train(module, params, net_vars: dict, *args):
+  """``module`` in training mode on ``args``: (output, its updated mutable collections).
+
+  ``net_vars`` is a network's ``vars`` (BatchNorm statistics, spectral-norm vectors); every
+  collection in it is mutable, so the pass returns their new values.
+  """
+  return module.apply({'params': params, **net_vars}, *args, train=True,
+                      mutable=list(net_vars))
+
+
 def all_finite(*trees) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)

@@ -145,12 +145,8 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx):
   penalty = penalties.get_penalty(config.penalty.name)
   clip = functools.partial(penalties.clip_weights, clip=weight_clip)
 
-  def g_apply(params, g_vars, z):
-    return generator.apply({'params': params, **g_vars}, z, train=True, mutable=list(g_vars))
-
-  def d_apply(params, d_vars, x):
-    return discriminator.apply({'params': params, **d_vars}, x, train=True,
-                               mutable=list(d_vars))
+  g_apply = functools.partial(base.apply_train, generator)
+  d_apply = functools.partial(base.apply_train, discriminator)
 
   def d_update(carry, inputs):
     """One D update on ``real`` and G(z) (G's statistics advance)."""

@@ -29,6 +29,8 @@ shows one caption per column with a different z in each row.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -159,13 +161,8 @@ def make_train_step(config, generator, discriminator, text):
   beta, int_weight, ema_decay = config.interp_beta, config.interp_weight, config.ema_decay
   latent_dim = config.model.latent_dim
 
-  def g_apply(params, g_vars, z, t):
-    return generator.apply({'params': params, **g_vars}, z, t, train=True,
-                           mutable=list(g_vars))
-
-  def d_apply(params, d_vars, x, t):
-    return discriminator.apply({'params': params, **d_vars}, x, t, train=True,
-                               mutable=list(d_vars))
+  g_apply = functools.partial(base.apply_train, generator)
+  d_apply = functools.partial(base.apply_train, discriminator)
 
   def train_step(state: base.TrainState, batch):
     real = batch['image']

@@ -101,8 +101,7 @@ def build(config, *, with_data: bool = True) -> base.Family:
     s = nets['s']
 
     def loss_fn(params):
-      z_hat, new_vars = encoder.apply({'params': params, **s['vars']}, x, train=True,
-                                      mutable=list(s['vars']))
+      z_hat, new_vars = base.apply_train(encoder, params, s['vars'], x)
       return jnp.mean(jnp.sum(jnp.square(z - z_hat), axis=-1)), new_vars
 
     (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(s['params'])
