@@ -16,14 +16,25 @@ One step, as the GAN family's default step (``jaxgen.families.gan``, n_dis=1) do
 on explicit real and z batches (tests/test_torch_parity.py compares jaxgen against it;
 weights move between the two with ``benchmarks.torch_bridge``).
 
-Nothing here runs at import time except the torch import itself, and this module is only
-imported by ``benchmarks.step_throughput``, its tests and the parity test when torch is
-installed.
+Nothing here runs at import time except the torch import itself (and hiding triton, below),
+and this module is only imported by ``benchmarks.step_throughput``, its tests and the parity
+test when torch is installed.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
+import sys
+
+# torch.optim's constructors import torch._dynamo, which imports triton (the GPU kernel
+# compiler) when it is installed. In a process that has already loaded TensorFlow (the TFDS
+# builders), loading triton's native library segfaults (torch 2.14.1 with its triton: a
+# style-encoder test, then tests/test_torch_parity.py, in one pytest process). This reference
+# runs eager kernels only and never compiles any, so triton is hidden from it: ``import
+# triton`` then raises ImportError, which torch reads as "not installed". An already imported
+# triton is left alone.
+sys.modules.setdefault('triton', None)
+
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from torch import nn
 
 NZ, NGF, NDF, NC = 100, 64, 64, 3
