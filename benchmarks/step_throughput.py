@@ -62,6 +62,10 @@ MODELS = {
                     'SN-DCGAN 32x32x3, flax nn.Conv/nn.ConvTranspose'),
     'dcgan_digits': ('dcgan', 'digits', {}, 'the quickstart DCGAN: 32x32x1 digits, widths 32'),
     'sngan_digits': ('sngan', 'digits', {}, 'SN-DCGAN on 32x32x1 digits, widths 32'),
+    'gan_int_cls': ('gan_int_cls', 'gan_int_cls', {},
+                    'GAN-INT-CLS 32x32 (CPU default): widths 32, char-CNN-RNN 128-d, frozen'),
+    'gan_int_cls64': ('gan_int_cls', 'gan_int_cls,paper', {},
+                      "GAN-INT-CLS 64x64 at Reed's sizes: ngf=ndf=64, char-CNN-RNN 1024-d"),
     'vae': ('vae', 'digits', {}, 'VAE (MLP), 16x16 digits'),
     'vae_conv': ('vae', 'digits_conv', {}, 'VAE (conv encoder/decoder), digits'),
     'cvae': ('cvae', 'digits', {}, 'conditional VAE (MLP), digits'),
@@ -171,6 +175,17 @@ def _memory(compiled) -> dict:
   return out
 
 
+def _captions(config, num: int, rng) -> dict:
+  """Tokenised jaxgen_shapes-style captions for a text-conditioned family's batch."""
+  from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import gan_int_cls  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import text_conditioning as tc  # pylint: disable=g-import-not-at-top
+  del rng
+  text = gan_int_cls.networks(config)[2]
+  texts = [shapes.sample_example('train', i).captions[0] for i in range(num)]  # no pixels
+  return tc.tokenize(text, texts)
+
+
 def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) -> dict:
   """Compile and time one model's train step; returns one result row."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -186,6 +201,8 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
   per_step = family.examples_per_step
   batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32),
            'label': rng.integers(0, 10, size=(per_step,)).astype(np.int32)}
+  if 'caption_ids' in family.batch_keys:
+    batch.update(_captions(config, per_step, rng))
   batch = {k: batch[k] for k in family.batch_keys}
   train_step = family.train_step
   state = jax.jit(lambda: family.init(jax.random.PRNGKey(config.seed)))()

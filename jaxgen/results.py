@@ -391,6 +391,48 @@ def render_text_retrieval(docs, paths) -> str:
   return '\n'.join([_table(head, rows), '', note, '', sources(docs, paths)])
 
 
+def render_text_to_image(docs, paths) -> str:
+  """``python -m jaxgen.text_image_eval --results``: one row per run, the real images' row
+  (the ceiling) last. Seen: the ``test`` split, every object; held-out: the first object of
+  the ``heldout`` split (the unseen colour-shape pair)."""
+  def cells(seen, held):
+    return [_num(seen['shape'], 3), _num(seen['colour'], 3), _num(seen['size'], 3),
+            _num(seen['position'], 3), _num(seen.get('r_precision'), 3), _num(seen['fid'], 0),
+            _num(held['first/shape'], 3), _num(held['first/colour'], 3),
+            _num(held.get('r_precision'), 3)]
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    t = r['train']
+    name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
+            (True, True): 'GAN-INT-CLS'}[t['cls'], t['interp']]
+    rows.append([name, f'{r["step"]:,}', *cells(r['test']['generated'],
+                                                r['heldout']['generated']),
+                 _duration(t['train_seconds']), str(i)])
+  last = payload(docs[-1])
+  rows.append(['real images (ceiling; FID: real train vs test, the floor)', '',
+               *cells(last['test']['real'], last['heldout']['real']), '', ''])
+  head = ['model', 'steps', 'shape', 'colour', 'size', 'position', 'R-precision',
+          'FID', 'held-out shape', 'held-out colour', 'held-out R-precision', 'train time',
+          'from']
+  return '\n'.join([_table(head, rows), '', sources(docs, paths)])
+
+
+def render_style_encoder(docs, paths) -> str:
+  """``python -m experiments.style_encoder --results``: ROC AUC of S against raw pixels."""
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    r = payload(doc)
+    e = r['eval']
+    rows.append([r['config']['gan_workdir'], f'{e["step"]:,}', _num(e['style/roc_auc'], 3),
+                 _num(e['style/roc_auc_pixels'], 3), _num(e['style/cos_same'], 3),
+                 _num(e['style/cos_other'], 3), _duration(r['wall_seconds_this_call']),
+                 str(i)])
+  head = ['generator run', 'S steps', 'ROC AUC of S(x)', 'ROC AUC of raw pixels',
+          'cosine, same background', 'cosine, other background', 'wall time', 'from']
+  return '\n'.join([_table(head, rows), '', sources(docs, paths)])
+
+
 def render_attribute_ceiling(docs, paths) -> str:
   """``python -m jaxgen.metrics.attributes --results``: the classifier on real test renders."""
   keys = ('shape', 'colour', 'size', 'position', 'count')
@@ -548,6 +590,10 @@ BLOCKS: dict[str, Block] = {
         Source('benchmarks/results/step_throughput_cpu.json',
                'python -m benchmarks.step_throughput --models=dcgan64,dcgan64_shared,dcgan32,'
                'sngan,mlp_gan,vae,cvae --warmup=2 --blocks=5 --steps=3'),
+        Source('benchmarks/results/step_throughput_text_to_image_cpu.json',
+               'python -m benchmarks.step_throughput --models=gan_int_cls,gan_int_cls64 '
+               '--torch=no --warmup=2 --blocks=5 --steps=3 '
+               '--out=benchmarks/results/step_throughput_text_to_image_cpu'),
     )),
     'compare_sn': Block(render_compare_sn, (
         Source('docs/results/compare_sn/digits.json',
@@ -566,6 +612,17 @@ BLOCKS: dict[str, Block] = {
                f'python -m jaxgen.metrics.attributes --resolution={res} '
                f'--results=docs/results/text_encoder/attributes_ceiling_{res}.json')
         for res in (32, 64))),
+    'text_to_image': Block(render_text_to_image, tuple(
+        Source(f'docs/results/gan_int_cls/{v}.json',
+               f'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/{v} '
+               f'--results=docs/results/gan_int_cls/{v}.json '
+               f'--figure=docs/images/text_to_image_{v}.png')
+        for v in ('gan', 'gan_cls', 'gan_int', 'gan_int_cls'))),
+    'style_encoder': Block(render_style_encoder, (Source(
+        'docs/results/gan_int_cls/style_encoder.json',
+        'python -m experiments.style_encoder --config=experiments/configs/style_encoder.py '
+        '--workdir=runs/gan_int_cls/style --config.gan_workdir=runs/gan_int_cls/gan_int_cls '
+        '--results=docs/results/gan_int_cls/style_encoder.json'),)),
     'index': Block(render_index, ()),
 }
 

@@ -44,7 +44,7 @@ MODES = ('captions', 'interpolate_text', 'interpolate_style', 'transfer')
 def load(workdir: str, step: int | None = None):
   """A run's networks: ``config``, ``generator``, ``text`` (the
   :class:`~jaxgen.families.text_encoder.TextNet` of ``config.text``; None for precomputed
-  embeddings), ``encoder`` (S or None), ``nets`` (the restored ``g``, ``text`` and, for a style-encoder run, ``s``)."""
+  embeddings), ``encoder`` (S or None), ``nets`` (the restored ``g``, ``text`` and, for a style-encoder run, ``s``), ``step``."""
   # with_data=False: neither the sampling captions nor the evaluation images are read.
   config, _, _, state = runs.restore_run(workdir, step, build_kwargs={'with_data': False})
   if config.family not in ('gan_int_cls', 'style_encoder'):
@@ -56,7 +56,8 @@ def load(workdir: str, step: int | None = None):
   generate = jax.jit(lambda g_net, z, t: gan_int_cls.generate(generator, g_net, z, t))
   embed = jax.jit(lambda text_net, batch: tc.embed(text, text_net, batch))
   return types.SimpleNamespace(config=config, generator=generator, text=text, encoder=encoder,
-                               nets=state.nets, generate=generate, embed=embed)
+                               nets=state.nets, step=int(state.step), generate=generate,
+                               embed=embed)
 
 
 def embed_captions(run, texts) -> jax.Array:

@@ -238,6 +238,18 @@ def _fake_results(source: results.Source, i: int) -> dict:
     return {'eval': ev, 'wall_seconds_this_call': 400.0, 'workdir': 'runs/x',
             'config': {'text': {'encoder': enc}, 'loss': {'name': 'damsm'},
                        'eval': {'num_candidates': 100}}}
+  if 'text_image_eval' in cmd:
+    acc = {'shape': 0.5, 'colour': 0.9, 'size': 0.8, 'position': 0.95, 'r_precision': 0.4,
+           'fid': 900.0}
+    acc.update({f'first/{k}': v for k, v in acc.items()})
+    split = {'generated': acc, 'real': dict(acc, shape=0.94)}
+    return {'step': 2000, 'test': split, 'heldout': split,
+            'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0}}
+  if 'experiments.style_encoder' in cmd:
+    ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
+          'style/cos_same': 0.6, 'style/cos_other': 0.1}
+    return {'eval': ev, 'wall_seconds_this_call': 300.0,
+            'config': {'gan_workdir': 'runs/gan_int_cls/gan_int_cls'}}
   if 'metrics.attributes' in cmd:
     scores = {'shape': 0.9, 'colour': 0.99, 'size': 0.99, 'position': 1.0, 'count': 1.0,
               'fid': 383.0 + i}

@@ -105,6 +105,20 @@ def test_roc_auc_by_hand_and_without_sklearn(monkeypatch):
   assert len({(a, b) for a, b in zip(labels, truth)}) == 3  # the same partition
 
 
+def test_pair_scores_against_scipy_cosine_distance():
+  from scipy.spatial.distance import cosine  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  f = rng.normal(size=(7, 300))
+  labels = np.array([0, 1, 0, 2, 1, 0, 2])
+  scores, same = style.pair_scores(f, labels)
+  pairs = [(i, j) for i in range(7) for j in range(i + 1, 7)]
+  assert len(scores) == len(pairs) == 21
+  # float64 dot products of unit vectors, D = 300 terms: |error| <= ~300 * 2^-53 ~ 3e-14.
+  np.testing.assert_allclose(scores, [1.0 - cosine(f[i], f[j]) for i, j in pairs], rtol=0,
+                             atol=1e-12)
+  np.testing.assert_array_equal(same, [labels[i] == labels[j] for i, j in pairs])
+
+
 def test_background_clusters_of_real_shapes():
   examples = [shapes.sample_example('test', i) for i in range(40)]
   images = np.stack([shapes.render(e, 32) for e in examples]).astype(np.float32) / 127.5 - 1

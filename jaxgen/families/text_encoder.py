@@ -263,7 +263,7 @@ def build(config, *, with_data: bool = True) -> base.Family:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _batched(fn, arrays, batch_size):
+def batched(fn, arrays, batch_size):
   """``fn`` over ``arrays`` in batches padded to ``batch_size`` (one compiled shape)."""
   n, out = len(arrays[0]), []
   for s in range(0, n, batch_size):
@@ -279,14 +279,14 @@ def embed_images(image, net: dict, images, batch_size: int = 250) -> np.ndarray:
   """[N, D] embeddings of ``images`` ([-1, 1] NHWC) by the ``image`` network entry ``net``
   (e.g. a text-to-image model's samples, for R-precision)."""
   variables = base.variables(net)
-  return _batched(jax.jit(lambda x: image.apply(variables, x)), [np.asarray(images)],
+  return batched(jax.jit(lambda x: image.apply(variables, x)), [np.asarray(images)],
                   batch_size)
 
 
 def embed_captions(text: TextNet, net: dict, ids, lengths, batch_size: int = 250) -> np.ndarray:
   """[N, D] sentence embeddings of tokenised captions by the ``text`` network entry ``net``."""
   variables = base.variables(net)
-  return _batched(jax.jit(lambda i, l: text.embed(variables, i, l)),
+  return batched(jax.jit(lambda i, l: text.embed(variables, i, l)),
                   [np.asarray(ids), np.asarray(lengths)], batch_size)
 
 

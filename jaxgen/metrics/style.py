@@ -57,12 +57,15 @@ def cluster(points, k: int, seed: int = 0) -> np.ndarray:
 
 
 def pair_scores(features, labels) -> tuple[np.ndarray, np.ndarray]:
-  """(cosine similarity, same label) for every pair i < j."""
+  """(cosine similarity, same label) for every pair i < j.
+
+  From the N x N Gram matrix: memory O(N^2 + N D), where gathering both rows of every pair
+  would take O(N^2 D) (12 GB for 500 images of 64x64x3 raw pixels)."""
   f = np.asarray(features, np.float64)
   f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
   i, j = np.triu_indices(len(f), k=1)
   labels = np.asarray(labels)
-  return np.sum(f[i] * f[j], axis=1), labels[i] == labels[j]
+  return (f @ f.T)[i, j], labels[i] == labels[j]
 
 
 def roc_auc(scores, positive) -> float:

@@ -1,0 +1,132 @@
+"""The text-image scoring of a finished GAN-INT-CLS run (jaxgen.text_image_eval) and the
+launcher's ``--results`` file.
+
+End to end on the tiny 16x16 build of test_gan_int_cls: a text-encoder run, a GAN-INT-CLS run
+importing its text network, then ``score_run``. Each number is recomputed independently from
+its definition: the images from G and phi applied by hand to the chosen captions and latents,
+the accuracies and FID from the classifier's outputs, R-precision from the text-encoder run's
+own networks.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import launch
+from jaxgen import results, text_image_eval, text_to_image
+from jaxgen.data import captions
+from jaxgen.engine import loop
+from jaxgen.families import gan_int_cls
+from jaxgen.families import text_conditioning as tc
+from jaxgen.metrics import attributes, retrieval, scores
+from tests import test_gan_int_cls as tgc
+from tests import test_text_encoder_family as tef
+
+shapes_dir = tgc.shapes_dir  # the fixture
+
+
+def test_pick_captions_rotates_through_each_images_captions():
+  n, c, l = 5, 4, 3
+  ids = np.arange(n * c * l).reshape(n, c, l)
+  lens = np.arange(n * c).reshape(n, c) + 100
+  num = np.array([4, 4, 2, 1, 3])
+  data = {'caption_ids': ids, 'caption_len': lens, 'num_captions': num}
+  got_ids, got_len = text_image_eval.pick_captions(data, seed=1)
+  want = [(i + 1) % num[i] for i in range(n)]  # caption (i + seed) mod num_captions[i]
+  assert want == [1, 2, 1, 0, 2]
+  np.testing.assert_array_equal(got_ids, ids[np.arange(n), want])
+  np.testing.assert_array_equal(got_len, lens[np.arange(n), want])
+
+
+def test_first_object_keeps_only_slot_zero():
+  labels = {'object_position': np.array([[2, 4], [0, -1]]), 'object_shape': np.zeros((2, 2))}
+  out = text_image_eval._first_object(labels)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(out['object_position'], [[2, -1], [0, -1]])
+  np.testing.assert_array_equal(labels['object_position'], [[2, 4], [0, -1]])  # not in place
+
+
+def test_train_seconds_sum_the_logged_rates(tmp_path):
+  recs = [{'step': 50, 'steps_per_sec': 2.0}, {'step': 100, 'steps_per_sec': 5.0},
+          {'step': 100, 'eval/x': 1.0}, {'step': 150, 'steps_per_sec': 1.0}]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
+  cfg = tgc.gic_config.get_config('tiny')
+  out = text_image_eval.train_summary(str(tmp_path), cfg)
+  assert out['train_seconds'] == 50 / 2.0 + 50 / 5.0 + 50 / 1.0
+  assert (out['cls'], out['interp'], out['num_steps']) == (True, True, cfg.num_steps)
+
+
+def test_scores_of_a_finished_run_match_their_definitions(shapes_dir, tmp_path, monkeypatch):
+  te_cfg = tef.tiny('char_cnn_rnn', shapes_dir, num_steps=2, checkpoint_every=2)
+  with te_cfg.data.unlocked():
+    te_cfg.data.builder_config, te_cfg.data.resolution = 'tiny16', 16
+  te_dir = str(tmp_path / 'text_encoder')
+  loop.train_and_evaluate(te_cfg, te_dir)
+  gan_dir = str(tmp_path / 'gan')
+  loop.train_and_evaluate(tgc.tiny_config(shapes_dir, num_steps=2, text_from=te_dir), gan_dir)
+  # A classifier trained for a few steps: the scores are checked against their definitions,
+  # not for quality.
+  clf_cache = str(tmp_path / 'clf')
+  real_get = attributes.get_attribute_classifier
+  monkeypatch.setattr(attributes, 'get_attribute_classifier', lambda cfg: real_get(
+      cfg, clf_cache, recipe=attributes.TrainRecipe(num_steps=3, batch_size=8)))
+  k = 4  # candidates: at most the 8 held-out images
+  out = text_image_eval.score_run(gan_dir, num_candidates=k, seed=3,
+                                  figure=str(tmp_path / 'fig.png'))
+  assert out['step'] == 2 and out['text_encoder'] == te_dir
+  assert out['train']['cls'] and out['train']['interp']
+  assert os.path.exists(out['figure'])
+
+  run = text_to_image.load(gan_dir)
+  clf = attributes.get_attribute_classifier(run.config.data)
+  retr = text_image_eval.Retrieval(te_dir)
+  for split, n in (('test', 16), ('heldout', 8)):
+    got = out[split]
+    assert got['num_images'] == n
+    data = captions.load_caption_split(run.config.data, split, run.text.tokenizer, whole=True)
+    j = (np.arange(n) + 3) % data['num_captions']
+    ids, lens = data['caption_ids'][np.arange(n), j], data['caption_len'][np.arange(n), j]
+    # The images: G(z_i, phi(caption_i)), all at once (the scorer pads batches of 250).
+    z = jax.random.normal(jax.random.PRNGKey(3), (n, run.config.model.latent_dim))
+    t = tc.embed(run.text, run.nets['text'], {'caption_ids': jnp.asarray(ids),
+                                              'caption_len': jnp.asarray(lens)})
+    fake = np.asarray(gan_int_cls.generate(run.generator, run.nets['g'], z, t))
+    labels = {key: data[key] for key in attributes.OBJECT_KEYS}
+    for name, images in (('generated', fake), ('real', data['image'])):
+      outputs = clf(images)
+      acc = attributes.attribute_accuracy(outputs, labels)
+      for key in ('shape', 'colour', 'size', 'position', 'count'):
+        assert got[name][key] == acc[key], (split, name, key)
+      first = dict(labels, object_position=np.where(np.arange(2) == 0,
+                                                    labels['object_position'], -1))
+      assert got[name]['first/shape'] == attributes.attribute_accuracy(outputs,
+                                                                       first)['shape']
+      # R-precision from the text-encoder run's networks (16x16 both: no resize).
+      img = retr.image_embeddings(images)
+      cap = retr.caption_embeddings(ids, lens)
+      assert got[name]['r_precision'] == retrieval.r_precision(
+          img, cap, num_candidates=k, seed=3, similarity=te_cfg.eval.similarity)
+    real_feats = clf(data['image'])['features']
+    want_fid = scores.fid_from_stats(scores.gaussian_stats(clf(fake)['features']),
+                                     scores.gaussian_stats(real_feats))
+    # The same features (one classifier call of <= 250 images each way) and the same code.
+    assert got['generated']['fid'] == want_fid
+
+
+def test_launcher_results_file_holds_eval_json(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  cfg = tgc.gic_config.get_config('tiny')
+  path = str(tmp_path / 'res' / 'r.json')
+  with pytest.raises(ValueError, match='eval.json is missing'):
+    launch.write_results(path, cfg, str(workdir), 1.0)
+  assert not os.path.exists(path)  # nothing half-written
+  (workdir / loop.EVAL_FILE).write_text(json.dumps({'step': 4, 'style/roc_auc': 0.75}))
+  launch.write_results(path, cfg, str(workdir), 12.5)
+  doc = results.load(path)
+  assert doc['result']['eval'] == {'step': 4, 'style/roc_auc': 0.75}
+  assert doc['result']['wall_seconds_this_call'] == 12.5
+  assert doc['result']['config'] == json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists
+  assert doc['command'].startswith('python -m ')
