@@ -2,7 +2,8 @@
 computations with a float32 rounding bound, the hinge terms by hand, MA-GP against central
 finite differences in the image and the sentence, shapes and text dependence of G and D at
 64/128/256, parameter counts at the paper's width against a count derived from the layer
-list, and the config errors."""
+list, the config errors, and both forward passes against a PyTorch-layout (NCHW, float64)
+re-implementation of the official ones."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -380,3 +381,81 @@ def test_config_errors():
   del c['cond_dim']
   with pytest.raises(ValueError, match='model.cond_dim is required'):
     dfgan.make_networks(c)
+
+
+# ------------------------------------------------------------- against a PyTorch layout
+
+
+def torch_reference(params_g, params_d, z, s, images):
+  """The official forward passes written with torch.nn.functional in NCHW and float64, from
+  the same parameters (flax kernels (kh, kw, in, out) -> torch (out, in, kh, kw)): G's
+  ``fc(z).view(B, 8w, 4, 4)``, ``F.interpolate`` nearest, ``F.avg_pool2d``, and the head's
+  ``cat((features, s.repeat(1, 1, 4, 4)), 1)``. Only eager functional ops (no torch.optim)."""
+  torch = pytest.importorskip('torch')
+  F = torch.nn.functional
+  t = lambda a: torch.tensor(np.asarray(a, np.float64))
+  lrelu = lambda h: F.leaky_relu(h, 0.2)
+
+  def conv(h, p, stride=1, pad=None):
+    k = t(p['kernel']).permute(3, 2, 0, 1)
+    bias = t(p['bias']) if 'bias' in p else None
+    return F.conv2d(h, k, bias, stride, (k.shape[-1] - 1) // 2 if pad is None else pad)
+
+  def dense(h, p):
+    return h @ t(p['kernel']) + t(p['bias'])
+
+  def affine(p, h, y):
+    w = dense(torch.relu(dense(y, p['gamma_1'])), p['gamma_2'])
+    b = dense(torch.relu(dense(y, p['beta_1'])), p['beta_2'])
+    return w[:, :, None, None] * h + b[:, :, None, None]
+
+  def dfblk(p, h, y):
+    return lrelu(affine(p['affine1'], lrelu(affine(p['affine0'], h, y)), y))
+
+  pg = params_g['params']
+  z, s = t(z), t(s)
+  out = dense(z, pg['fc']).view(z.shape[0], -1, 4, 4)
+  cond = torch.cat((z, s), 1)
+  i = 0
+  while f'block{i}' in pg:
+    p = pg[f'block{i}']
+    x = F.interpolate(out, scale_factor=2)
+    h = conv(dfblk(p['fuse2'], conv(dfblk(p['fuse1'], x, cond), p['c1']), cond), p['c2'])
+    out = (conv(x, p['c_sc']) if 'c_sc' in p else x) + h
+    i += 1
+  fake = torch.tanh(conv(lrelu(out), pg['to_rgb']))
+
+  pd = params_d['params']
+  out = conv(t(images).permute(0, 3, 1, 2), pd['features']['conv_img'])
+  i = 0
+  while f'block{i}' in pd['features']:
+    p = pd['features'][f'block{i}']
+    r = lrelu(conv(lrelu(conv(out, p['conv_r0'], 2, 1)), p['conv_r1']))
+    sc = conv(out, p['conv_s']) if 'conv_s' in p else out
+    out = F.avg_pool2d(sc, 2) + t(p['gamma']) * r
+    i += 1
+  y = s.view(s.shape[0], -1, 1, 1).repeat(1, 1, 4, 4)
+  h = lrelu(conv(torch.cat((out, y), 1), pd['head']['joint_conv0']))
+  logits = conv(h, pd['head']['joint_conv1'], pad=0).view(-1)
+  return fake.permute(0, 2, 3, 1).numpy(), logits.numpy()
+
+
+def test_forward_passes_match_a_pytorch_layout_reference():
+  rng = np.random.default_rng(7)
+  z = jnp.asarray(rng.normal(size=(2, 6)), jnp.float32)
+  s = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)
+  images = jnp.asarray(rng.uniform(-1, 1, size=(2, 64, 64, 3)), jnp.float32)
+  g, d = dfgan.Generator(64, 3, TINY), dfgan.MatchingDiscriminator(64, TINY)
+  pg = synthetic_params(g, z, s)
+  pd = synthetic_params(d, images, s, gamma=lambda shape: np.full(shape, 0.5))
+  fake, logits = jax.jit(g.apply)(pg, z, s), jax.jit(d.apply)(pd, images, s)
+  want_fake, want_logits = torch_reference(pg, pd, z, s, images)
+  # float32 against float64: each of the ~25 layers on the longest path sums <= 1,300 terms
+  # of unit-scale values (fan-in 3x3x(8w + cond) in the head), a relative error of about
+  # eps32 * sqrt(1300) ~ 2e-6 per layer with random-walk rounding, so ~5e-5 in all; 2e-4 of
+  # the outputs' scale leaves a margin of 4. A layout mistake (channel order, padding,
+  # upsampling, pooling) changes the outputs by O(0.1) of their scale.
+  for got, want in ((fake, want_fake), (logits, want_logits)):
+    scale = np.max(np.abs(want))
+    assert scale > 0.05
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=2e-4 * scale)
