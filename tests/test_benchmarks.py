@@ -67,3 +67,14 @@ def test_conv_layers_prints_a_row_per_layer(capsys):
   rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith('| ') and 'ms' in l]
   assert len(rows) == len(conv_layers.LAYERS)
   assert all(r.count('GFLOP/s') == 3 for r in rows)
+
+
+def test_text_conditioned_rows_get_caption_batches():
+  """GAN-INT-CLS's batch carries tokenised jaxgen_shapes captions (no dataset read)."""
+  row = step_throughput.bench_jax('gan_int_cls', warmup=0, blocks=1, steps=1, batch_size=4)
+  assert row['model'] == 'gan_int_cls' and row['images_per_step'] == 4
+  assert row['gflop_per_step'] > 0 and row['params'] > 0
+  config = step_throughput.get_config('gan_int_cls')
+  caps = step_throughput._captions(config, 3, None)  # pylint: disable=protected-access
+  assert caps['caption_ids'].shape == (3, config.data.max_caption_len)
+  assert (caps['caption_len'] > 0).all()  # real captions, not padding
