@@ -175,12 +175,11 @@ def _memory(compiled) -> dict:
   return out
 
 
-def _captions(config, num: int, rng) -> dict:
+def _captions(config, num: int) -> dict:
   """Tokenised jaxgen_shapes-style captions for a text-conditioned family's batch."""
   from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
   from jaxgen.families import gan_int_cls  # pylint: disable=g-import-not-at-top
   from jaxgen.families import text_conditioning as tc  # pylint: disable=g-import-not-at-top
-  del rng
   text = gan_int_cls.networks(config)[2]
   texts = [shapes.sample_example('train', i).captions[0] for i in range(num)]  # no pixels
   return tc.tokenize(text, texts)
@@ -202,7 +201,7 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
   batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32),
            'label': rng.integers(0, 10, size=(per_step,)).astype(np.int32)}
   if 'caption_ids' in family.batch_keys:
-    batch.update(_captions(config, per_step, rng))
+    batch.update(_captions(config, per_step))
   batch = {k: batch[k] for k in family.batch_keys}
   train_step = family.train_step
   state = jax.jit(lambda: family.init(jax.random.PRNGKey(config.seed)))()

@@ -78,7 +78,7 @@ class Retrieval:
   def image_embeddings(self, images) -> np.ndarray:
     images = np.asarray(images)
     r = self.resolution
-    if images.shape[1] != r:  # area-average down (or resize up) to the encoder's input
+    if images.shape[1] != r:  # antialiased linear resize to the encoder's input size
       images = np.asarray(jax.image.resize(jnp.asarray(images), (len(images), r, r,
                                                                  images.shape[-1]),
                                            'linear', antialias=True))
@@ -119,15 +119,17 @@ def score_split(run, clf, retrieval, split: str, *, seed: int = 0, max_examples=
                                           retrieval.text.tokenizer,
                                           max_examples=max_examples, whole=True)
     caption_emb = retrieval.caption_embeddings(*pick_captions(te_data, seed))
-  real_features = clf(real)['features']
+  outputs = {'generated': clf(fake), 'real': clf(real)}
+  real_features = outputs['real']['features']
   out = {'num_images': len(real)}
   for name, images in (('generated', fake), ('real', real)):
     kwargs = {}
     if retrieval is not None:
       kwargs = dict(image_emb=retrieval.image_embeddings(images), caption_emb=caption_emb,
                     num_candidates=num_candidates, similarity=retrieval.similarity, seed=seed)
-    res = attributes.text_image_scores(clf, images, labels, reference=real_features, **kwargs)
-    first = attributes.attribute_accuracy(clf(images), _first_object(labels))
+    res = attributes.text_image_scores(clf, images, labels, reference=real_features,
+                                       outputs=outputs[name], **kwargs)
+    first = attributes.attribute_accuracy(outputs[name], _first_object(labels))
     res.update({f'first/{k}': v for k, v in first.items() if k != 'count'})
     out[name] = res
   # Real-vs-real FID at this sample size: as many train images against the split.

@@ -75,6 +75,6 @@ def test_text_conditioned_rows_get_caption_batches():
   assert row['model'] == 'gan_int_cls' and row['images_per_step'] == 4
   assert row['gflop_per_step'] > 0 and row['params'] > 0
   config = step_throughput.get_config('gan_int_cls')
-  caps = step_throughput._captions(config, 3, None)  # pylint: disable=protected-access
+  caps = step_throughput._captions(config, 3)  # pylint: disable=protected-access
   assert caps['caption_ids'].shape == (3, config.data.max_caption_len)
   assert (caps['caption_len'] > 0).all()  # real captions, not padding

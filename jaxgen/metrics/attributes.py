@@ -262,11 +262,12 @@ def attribute_accuracy(outputs: dict, labels: dict) -> dict:
 
 def text_image_scores(clf: AttributeClassifier, images, labels: dict, *, reference=None,
                       image_emb=None, caption_emb=None, num_candidates: int = 100,
-                      similarity: str = 'cosine', seed: int = 0) -> dict:
+                      similarity: str = 'cosine', seed: int = 0, outputs=None) -> dict:
   """Attribute accuracies of ``images`` against their captions' ``labels``; with
   ``reference`` (real ``features`` [M, 160] or their :class:`~jaxgen.metrics.scores.GaussianStats`)
-  ``fid``; with the text encoder's ``image_emb`` and ``caption_emb`` ``r_precision``."""
-  outputs = clf(images)
+  ``fid``; with the text encoder's ``image_emb`` and ``caption_emb`` ``r_precision``.
+  ``outputs``: ``clf(images)`` when the caller already has it."""
+  outputs = clf(images) if outputs is None else outputs
   out = attribute_accuracy(outputs, labels)
   if reference is not None:
     ref = reference if isinstance(reference, scores.GaussianStats) else scores.gaussian_stats(
