@@ -36,7 +36,7 @@ from absl import app, flags, logging
 
 from jaxgen import images as image_lib
 from jaxgen.data import captions
-from jaxgen.engine import runs
+from jaxgen.engine import imports, runs
 from jaxgen.families import text_conditioning as tc
 from jaxgen.families import text_encoder
 from jaxgen.metrics import attributes, scores
@@ -91,7 +91,7 @@ class Retrieval:
 def text_encoder_dir(config) -> str | None:
   """The text-encoder workdir that ``config`` imported its ``text`` network from, if any."""
   source = dict(config.get('init_from', {}) or {}).get('text', '')
-  return source.rsplit(':', 1)[0] if source else None
+  return imports.parse_source(source)[0] if source else None
 
 
 def _first_object(labels: dict) -> dict:

@@ -48,6 +48,16 @@ def test_first_object_keeps_only_slot_zero():
   np.testing.assert_array_equal(labels['object_position'], [[2, 4], [0, -1]])  # not in place
 
 
+def test_text_encoder_dir_reads_the_import_spec():
+  cfg = tgc.gic_config.get_config('tiny')
+  assert text_image_eval.text_encoder_dir(cfg) is None
+  for spec, want in (('runs/te:text', 'runs/te'), ('runs/te', 'runs/te'),
+                     ('gs://bucket/te', 'gs://bucket/te'),
+                     ('gs://bucket/te:text', 'gs://bucket/te')):
+    cfg.init_from = {'text': spec}
+    assert text_image_eval.text_encoder_dir(cfg) == want, spec
+
+
 def test_train_seconds_sum_the_logged_rates(tmp_path):
   recs = [{'step': 50, 'steps_per_sec': 2.0}, {'step': 100, 'steps_per_sec': 5.0},
           {'step': 100, 'eval/x': 1.0}, {'step': 150, 'steps_per_sec': 1.0}]

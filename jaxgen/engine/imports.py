@@ -20,7 +20,7 @@ from jaxgen.engine import checkpoint
 IMPORTED_PARTS = ('params', 'vars', 'ema')
 
 
-def _parse(source: str):
+def parse_source(source: str):
   """'workdir[:net]' -> (workdir, net or ''); a ':' inside a path (gs://...) is kept."""
   path, sep, net = source.rpartition(':')
   if not sep or not path or '/' in net:
@@ -30,7 +30,7 @@ def _parse(source: str):
 
 def load_net(source: str, default_name: str) -> tuple[dict, str]:
   """The network named in ``source`` ('workdir[:net]') as numpy arrays, and a description."""
-  path, net = _parse(source)
+  path, net = parse_source(source)
   net = net or default_name
   ckpt_dir = os.path.join(path, checkpoint.LATEST_DIR)
   step = checkpoint.latest_listed_step(path)
