@@ -52,13 +52,13 @@ def pick_captions(data: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate(run, ids, lengths, seed: int = 0, batch_size: int = 250) -> np.ndarray:
-  """One image per caption, z_i the i-th row of ``normal(PRNGKey(seed), [N, latent])``."""
-  z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed),
-                                   (len(ids), run.config.model.latent_dim)))
+  """One image per caption, z_i the i-th row of the family's ``latents(PRNGKey(seed), N)``
+  (for most families ``normal(PRNGKey(seed), [N, latent])``)."""
+  z = np.asarray(run.model.latents(jax.random.PRNGKey(seed), len(ids)))
 
   def draw(i, l, zz):
     t = run.embed(run.nets['text'], {'caption_ids': i, 'caption_len': l})
-    return run.generate(run.nets['g'], zz, t)
+    return run.generate(run.nets, zz, t)
   return text_encoder.batched(draw, [np.asarray(ids), np.asarray(lengths), z], batch_size)
 
 
@@ -154,17 +154,25 @@ def train_summary(workdir: str, config) -> dict:
         if rate and step > last:
           seconds += (step - last) / rate
         last = step
-  return {'cls': bool(config.get('cls', False)), 'interp': bool(config.get('interp', False)),
+  model = config.model
+  return {'family': config.family, 'cls': bool(config.get('cls', False)),
+          'interp': bool(config.get('interp', False)),
           'num_steps': config.num_steps, 'batch_size': config.batch_size,
-          'resolution': config.model.resolution, 'g_width': config.model.g_width,
-          'd_width': config.model.d_width, 'text_encoder': config.text.encoder,
+          'resolution': model.resolution, 'g_width': model.get('g_width'),
+          'd_width': model.get('d_width'), 'text_encoder': config.text.encoder,
           'train_seconds': seconds}
+
+
+def parameter_counts(nets: dict) -> dict:
+  """Trainable parameters of every network the run trained (the frozen ones left out)."""
+  return {name: int(sum(np.size(x) for x in jax.tree_util.tree_leaves(net['params'])))
+          for name, net in nets.items() if 'opt' in net}
 
 
 def score_run(workdir: str, *, text_encoder_workdir: str | None = None, splits=SPLITS,
               seed: int = 0, max_examples=None, num_candidates: int = 100,
               figure: str | None = None) -> dict:
-  """Scores the newest checkpoint of the ``gan_int_cls`` run in ``workdir`` (module doc)."""
+  """Scores the newest checkpoint of the text-to-image run in ``workdir`` (module doc)."""
   from jaxgen import text_to_image  # pylint: disable=g-import-not-at-top
   run = text_to_image.load(workdir)
   config = run.config
@@ -183,7 +191,7 @@ def score_run(workdir: str, *, text_encoder_workdir: str | None = None, splits=S
   start = time.time()
   out = {'workdir': workdir, 'step': run.step,
          'text_encoder': te_dir, 'seed': seed, 'num_candidates': num_candidates,
-         'train': train_summary(workdir, config)}
+         'train': train_summary(workdir, config), 'parameters': parameter_counts(run.nets)}
   for split in splits:
     out[split] = score_split(run, clf, retrieval, split, seed=seed, max_examples=max_examples,
                              num_candidates=num_candidates)

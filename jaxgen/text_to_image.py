@@ -1,4 +1,4 @@
-"""Sampling tool for GAN-INT-CLS runs and their style encoders (Reed et al. 2016).
+"""Sampling tool for text-to-image runs (GAN-INT-CLS and the later families) and style encoders.
 
   python -m jaxgen.text_to_image --workdir=runs/gic --caption="a small red circle at the top"
   python -m jaxgen.text_to_image --workdir=runs/gic --mode=interpolate_text \
@@ -8,7 +8,8 @@
   python -m jaxgen.text_to_image --workdir=runs/gic_style --mode=transfer \
       --caption="a big yellow diamond at the bottom"
 
-``--workdir`` is a ``gan_int_cls`` run or a ``style_encoder`` run (which holds the same G and
+``--workdir`` is a run of a text-to-image family (``gan_int_cls``, ``stackgan``, ``dfgan``) or a
+``style_encoder`` run (which holds a GAN-INT-CLS run's G and
 text encoder, frozen, and S). Modes, each writing one PNG to ``--out`` (default
 ``<workdir>/text_to_image``):
 
@@ -33,6 +34,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgen import images as image_lib
+from jaxgen import families
 from jaxgen.engine import runs
 from jaxgen.families import gan_int_cls, style_encoder
 from jaxgen.families import text_conditioning as tc
@@ -42,22 +44,30 @@ MODES = ('captions', 'interpolate_text', 'interpolate_style', 'transfer')
 
 
 def load(workdir: str, step: int | None = None):
-  """A run's networks: ``config``, ``generator``, ``text`` (the
-  :class:`~jaxgen.families.text_encoder.TextNet` of ``config.text``; None for precomputed
-  embeddings), ``encoder`` (S or None), ``nets`` (the restored ``g``, ``text`` and, for a style-encoder run, ``s``), ``step``."""
+  """A run's networks: ``config``, ``model`` (the family's
+  :class:`~jaxgen.families.text_conditioning.TextToImage`), ``text`` (its TextNet; None for
+  precomputed embeddings), ``encoder`` (S or None), ``generator`` (GAN-INT-CLS's G module, None
+  for other families), ``nets`` (the restored networks), ``step``."""
   # with_data=False: neither the sampling captions nor the evaluation images are read.
   config, _, _, state = runs.restore_run(workdir, step, build_kwargs={'with_data': False})
-  if config.family not in ('gan_int_cls', 'style_encoder'):
-    raise ValueError(f'{workdir!r} holds a {config.family!r} run; this tool needs a '
-                     'gan_int_cls or style_encoder run.')
-  generator, _, text = gan_int_cls.networks(config)  # text: a TextNet (None: precomputed)
+  family = families.get(config.family)
+  if not hasattr(family, 'text_to_image'):
+    raise ValueError(f'{workdir!r} holds a {config.family!r} run; this tool needs a run of a '
+                     f'text-to-image family ({", ".join(text_to_image_families())}).')
+  model = family.text_to_image(config)
+  generator = (gan_int_cls.networks(config)[0]
+               if config.family in ('gan_int_cls', 'style_encoder') else None)
   encoder = (models.make_style_encoder(config.model, config.style.width)
              if config.family == 'style_encoder' else None)
-  generate = jax.jit(lambda g_net, z, t: gan_int_cls.generate(generator, g_net, z, t))
-  embed = jax.jit(lambda text_net, batch: tc.embed(text, text_net, batch))
-  return types.SimpleNamespace(config=config, generator=generator, text=text, encoder=encoder,
-                               nets=state.nets, step=int(state.step), generate=generate,
-                               embed=embed)
+  generate = jax.jit(model.generate)
+  embed = jax.jit(lambda text_net, batch: tc.embed(model.text, text_net, batch))
+  return types.SimpleNamespace(config=config, model=model, generator=generator, text=model.text,
+                               encoder=encoder, nets=state.nets, step=int(state.step),
+                               generate=generate, embed=embed)
+
+
+def text_to_image_families() -> list[str]:
+  return [n for n in families.NAMES if hasattr(families.get(n), 'text_to_image')]
 
 
 def embed_captions(run, texts) -> jax.Array:
@@ -69,11 +79,11 @@ def embed_captions(run, texts) -> jax.Array:
 
 
 def _latents(run, num, seed):
-  return jax.random.normal(jax.random.PRNGKey(seed), (num, run.config.model.latent_dim))
+  return run.model.latents(jax.random.PRNGKey(seed), num)
 
 
 def _generate(run, z, t):
-  return np.asarray(run.generate(run.nets['g'], z, t))
+  return np.asarray(run.generate(run.nets, z, t))
 
 
 def caption_grid(run, texts, num: int, seed: int = 0) -> np.ndarray:
@@ -166,7 +176,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('workdir', None, 'A gan_int_cls or style_encoder run.', required=True)
+  flags.DEFINE_string('workdir', None, 'A text-to-image run (gan_int_cls, ...) or a style_encoder run.', required=True)
   flags.DEFINE_enum('mode', 'captions', MODES, 'What to draw.')
   flags.DEFINE_multi_string('caption', [], 'A caption (repeat the flag for several).')
   flags.DEFINE_integer('num', 8, 'Latents (captions, interpolate_text) or real images (transfer).')

@@ -90,6 +90,11 @@ def test_scores_of_a_finished_run_match_their_definitions(shapes_dir, tmp_path, 
   assert os.path.exists(out['figure'])
 
   run = text_to_image.load(gan_dir)
+  # Parameters of the trained networks only (the frozen text encoder is not counted), by
+  # flax's own traversal of each module's variables.
+  assert out['parameters'] == {
+      name: sum(x.size for x in jax.tree_util.tree_leaves(run.nets[name]['params']))
+      for name in ('g', 'd')}
   clf = attributes.get_attribute_classifier(run.config.data)
   retr = text_image_eval.Retrieval(te_dir)
   for split, n in (('test', 16), ('heldout', 8)):

@@ -122,6 +122,15 @@ def generate(generator, g_net, z, t):
   return generator.apply(base.variables(g_net, use_ema=True), z, t, train=False)
 
 
+def text_to_image(config) -> tc.TextToImage:
+  """G as the sampling and scoring tools use it (:class:`~text_conditioning.TextToImage`)."""
+  generator, _, text = networks(config)
+  return tc.TextToImage(
+      generate=lambda nets, z, t: generate(generator, nets['g'], z, t),
+      latents=tc.normal_latents(config.model.latent_dim),
+      latent_dim=config.model.latent_dim, resolution=config.model.resolution, text=text)
+
+
 def make_sample(config, generator, text, cond: dict):
   """``sample(state, key, num)``: sample i from caption i mod len(cond) of ``cond``."""
   cond = {k: jnp.asarray(v) for k, v in cond.items()}

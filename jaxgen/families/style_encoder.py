@@ -157,6 +157,11 @@ def build(config, *, with_data: bool = True) -> base.Family:
                      figures=figures, progress_keys=('loss',))
 
 
+def text_to_image(config) -> tc.TextToImage:
+  """The frozen G this run inverts, as the sampling tools use it."""
+  return gan_int_cls.text_to_image(config)
+
+
 def encode_style(encoder, s_net, x):
   """S(x): the latent vectors of images ``x`` (evaluation mode)."""
   return encoder.apply(base.variables(s_net), jnp.asarray(x, jnp.float32), train=False)

@@ -1,4 +1,5 @@
-"""Caption conditioning shared by the text-to-image families (GAN-INT-CLS, its style encoder).
+"""Caption conditioning shared by the text-to-image families (GAN-INT-CLS, its style encoder,
+StackGAN, DF-GAN).
 
 The text encoder phi follows the text-encoder family's contract
 (:mod:`jaxgen.families.text_encoder`): ``config.text.encoder`` names it and
@@ -19,8 +20,15 @@ same ``arg`` as a text-encoder run imports its network with
 Sampling needs captions: :func:`eval_captions` reads a fixed set, caption 0 of each of the
 first ``num`` images of ``data.eval_split``, which the families cycle through in
 ``sample(state, key, num)`` (sample i shows caption i mod num).
+
+Every text-to-image family module also defines ``text_to_image(config) -> TextToImage``: how
+to draw images from a trained run's networks for any caption embedding. The sampling tool
+(:mod:`jaxgen.text_to_image`) and the text-image scorer (:mod:`jaxgen.text_image_eval`) use
+only that, so they work on every such family.
 """
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +40,22 @@ from jaxgen.families import text_encoder
 PRECOMPUTED = 'precomputed'
 TOKEN_KEYS = ('caption_ids', 'caption_len')
 EMBEDDING_KEY = 'caption_embedding'
+
+
+class TextToImage(NamedTuple):
+  """A text-to-image family's generator, as the tools outside training see it."""
+  # (nets, z [N, latent_dim], t [N, embed dim]) -> images [N, r, r, C] in [-1, 1], evaluation
+  # mode (EMA weights when kept), deterministic given z: ``nets`` is the run's state.nets.
+  generate: Callable[[dict, jax.Array, jax.Array], jax.Array]
+  # (key, num) -> [num, latent_dim]: the latents the family samples with (e.g. truncated).
+  latents: Callable[[jax.Array, int], jax.Array]
+  latent_dim: int
+  resolution: int
+  text: object  # its TextNet (None: precomputed embeddings)
+
+
+def normal_latents(latent_dim: int):
+  return lambda key, num: jax.random.normal(key, (num, latent_dim))
 
 
 def encoders() -> tuple[str, ...]:
