@@ -94,15 +94,6 @@ def text_encoder_dir(config) -> str | None:
   return imports.parse_source(source)[0] if source else None
 
 
-def _first_object(labels: dict) -> dict:
-  """The labels with every object but the first removed (position -1)."""
-  out = dict(labels)
-  pos = np.array(labels['object_position'])
-  pos[:, 1:] = -1
-  out['object_position'] = pos
-  return out
-
-
 def score_split(run, clf, retrieval, split: str, *, seed: int = 0, max_examples=None,
                 num_candidates: int = 100) -> dict:
   """``{'generated': scores, 'real': scores, 'num_images': N}`` of one split."""
@@ -129,7 +120,7 @@ def score_split(run, clf, retrieval, split: str, *, seed: int = 0, max_examples=
                     num_candidates=num_candidates, similarity=retrieval.similarity, seed=seed)
     res = attributes.text_image_scores(clf, images, labels, reference=real_features,
                                        outputs=outputs[name], **kwargs)
-    first = attributes.attribute_accuracy(outputs[name], _first_object(labels))
+    first = attributes.attribute_accuracy(outputs[name], attributes.first_object(labels))
     res.update({f'first/{k}': v for k, v in first.items() if k != 'count'})
     out[name] = res
   # Real-vs-real FID at this sample size: as many train images against the split.

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from jaxgen.data import shapes
 from jaxgen.metrics import attributes, retrieval
 
 SIZES = {'train': 1000, 'test': 200, 'heldout': 8}
@@ -161,6 +162,29 @@ def test_scoring_on_exact_outputs():
   empty = dict(outputs, shape=np.eye(7)[np.full((3, 5), attributes.EMPTY)])
   got = attributes.attribute_accuracy(empty, labels)
   assert all(got[k] == 0.0 for k in ('position', 'shape', 'colour', 'size', 'object', 'count'))
+
+
+def test_first_object_keeps_only_slot_zero():
+  labels = {'object_position': np.array([[2, 4], [0, -1]]), 'object_shape': np.zeros((2, 2))}
+  out = attributes.first_object(labels)
+  np.testing.assert_array_equal(out['object_position'], [[2, -1], [0, -1]])
+  np.testing.assert_array_equal(labels['object_position'], [[2, 4], [0, -1]])  # not in place
+
+
+def test_instrument_renders_cover_every_pair_and_match_the_renderer():
+  out = attributes.render_instrument(32, 400)
+  pos = out['object_position']
+  there = pos >= 0
+  pairs = set(zip(out['object_colour'][there], out['object_shape'][there]))
+  # ~600 objects over 48 equally likely pairs: a given pair is missing with probability
+  # (47/48)^600 ~ 3e-6, so all 48 appear, the 8 held-out ones included.
+  assert len(pairs) == 48 and shapes.heldout_pair_ids() <= pairs
+  np.testing.assert_array_equal(out['num_objects'], there.sum(1))
+  # The pixels are the renderer's, scaled as the input pipeline scales them (x / 127.5 - 1).
+  ex = shapes.sample_example(shapes.INSTRUMENT, 7)
+  np.testing.assert_allclose(out['image'][7], shapes.render(ex, 32) / 127.5 - 1.0, atol=1e-6)
+  # Not any split's example: the seeds differ.
+  assert all(ex != shapes.sample_example(s, 7) for s in shapes.SPLIT_IDS)
 
 
 def test_r_precision():

@@ -41,13 +41,6 @@ def test_pick_captions_rotates_through_each_images_captions():
   np.testing.assert_array_equal(got_len, lens[np.arange(n), want])
 
 
-def test_first_object_keeps_only_slot_zero():
-  labels = {'object_position': np.array([[2, 4], [0, -1]]), 'object_shape': np.zeros((2, 2))}
-  out = text_image_eval._first_object(labels)  # pylint: disable=protected-access
-  np.testing.assert_array_equal(out['object_position'], [[2, -1], [0, -1]])
-  np.testing.assert_array_equal(labels['object_position'], [[2, 4], [0, -1]])  # not in place
-
-
 def test_text_encoder_dir_reads_the_import_spec():
   cfg = tgc.gic_config.get_config('tiny')
   assert text_image_eval.text_encoder_dir(cfg) is None

@@ -72,6 +72,12 @@ HELDOUT_PAIRS = (('red', 'star'), ('green', 'triangle'), ('blue', 'cross'),
                  ('pink', 'triangle'), ('cyan', 'star'))
 SPLIT_SIZES = {'train': 4000, 'test': 500, 'heldout': 500}
 SPLIT_IDS = {'train': 0, 'test': 1, 'heldout': 2}
+# Extra renders for measuring instruments (the attribute classifier of
+# jaxgen.metrics.attributes), never a dataset split and never seen by a generative model:
+# every object draws from all 48 colour-shape pairs, the held-out ones included, from seeds no
+# split uses, so an instrument can recognise an unseen pair as well as a seen one.
+INSTRUMENT = 'instrument'
+_SEED_IDS = {**SPLIT_IDS, INSTRUMENT: 3}
 TWO_OBJECT_P = 0.5
 BACKGROUND_MENTION_P = 0.3
 CAPTIONS_PER_IMAGE = 10
@@ -167,17 +173,20 @@ def make_caption(rng: np.random.Generator, objects, background: int) -> str:
 
 
 def sample_example(split: str, index: int) -> ShapesExample:
-  """The attributes, jitter and captions of example ``index`` of ``split`` (no pixels)."""
-  if split not in SPLIT_IDS:
-    raise ValueError(f'Unknown jaxgen_shapes split {split!r}; accepted: {", ".join(SPLIT_IDS)}.')
-  rng = np.random.default_rng((SEED, SPLIT_IDS[split], index))
+  """The attributes, jitter and captions of example ``index`` of ``split`` (no pixels);
+  ``split`` may also be :data:`INSTRUMENT` (all colour-shape pairs)."""
+  if split not in _SEED_IDS:
+    raise ValueError(f'Unknown jaxgen_shapes split {split!r}; accepted: {", ".join(_SEED_IDS)}.')
+  rng = np.random.default_rng((SEED, _SEED_IDS[split], index))
   n = 2 if rng.random() < TWO_OBJECT_P else 1
   positions = rng.permutation(len(POSITIONS))[:n]
   seen = _seen_pairs()
   held = sorted(heldout_pair_ids())
+  every = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
   objects = []
   for k in range(n):
-    pairs = held if (split == 'heldout' and k == 0) else seen
+    pairs = (every if split == INSTRUMENT else
+             held if (split == 'heldout' and k == 0) else seen)
     colour, shape = pairs[int(rng.integers(len(pairs)))]
     objects.append(ObjectSpec(shape=shape, colour=colour, size=int(rng.integers(2)),
                               position=int(positions[k])))
