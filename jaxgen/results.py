@@ -404,17 +404,23 @@ def render_text_to_image(docs, paths) -> str:
   for i, doc in enumerate(docs, 1):
     r = payload(doc)
     t = r['train']
-    name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
-            (True, True): 'GAN-INT-CLS'}[t['cls'], t['interp']]
-    rows.append([name, f'{r["step"]:,}', *cells(r['test']['generated'],
-                                                r['heldout']['generated']),
+    family = t.get('family', 'gan_int_cls')
+    if family == 'gan_int_cls':
+      name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
+              (True, True): 'GAN-INT-CLS'}[t['cls'], t['interp']]
+    else:
+      name = {'stackgan': 'StackGAN', 'dfgan': 'DF-GAN'}.get(family, family)
+    params = r.get('parameters')
+    rows.append([name, f'{t["resolution"]}', f'{r["step"]:,}',
+                 *cells(r['test']['generated'], r['heldout']['generated']),
+                 f'{sum(params.values()):,}' if params else '',
                  _duration(t['train_seconds']), str(i)])
   last = payload(docs[-1])
-  rows.append(['real images (ceiling; FID: real train vs test, the floor)', '',
-               *cells(last['test']['real'], last['heldout']['real']), '', ''])
-  head = ['model', 'steps', 'shape', 'colour', 'size', 'position', 'R-precision',
-          'FID', 'held-out shape', 'held-out colour', 'held-out R-precision', 'train time',
-          'from']
+  rows.append(['real images (ceiling; FID: real train vs test, the floor)', '', '',
+               *cells(last['test']['real'], last['heldout']['real']), '', '', ''])
+  head = ['model', 'resolution', 'steps', 'shape', 'colour', 'size', 'position',
+          'R-precision', 'FID', 'held-out shape', 'held-out colour', 'held-out R-precision',
+          'parameters (all but the text encoder)', 'train time', 'from']
   return '\n'.join([_table(head, rows), '', sources(docs, paths)])
 
 

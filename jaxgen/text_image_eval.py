@@ -1,6 +1,7 @@
 """Scores a finished text-to-image run on ``jaxgen_shapes``: does the image show the caption?
 
-  python -m jaxgen.text_image_eval --workdir=runs/gic [--results=PATH] [--figure=PATH]
+  python -m jaxgen.text_image_eval --workdir=runs/gic [--results=PATH] [--figure=PATH] \
+      [--resolution=64]
 
 For every image of each split (``test``: colour-shape pairs seen in training; ``heldout``:
 the first object of every image is a pair never seen), one of its captions (caption
@@ -9,7 +10,9 @@ one image from it with its own z (``PRNGKey(seed)``). The generated images are s
 :func:`jaxgen.metrics.attributes.text_image_scores`:
 
 * attribute accuracies (shape, colour, size, position of every object the caption names, the
-  object count) from the attribute classifier of the run's resolution, and the same for the
+  object count) from the attribute classifier of the run's resolution (or ``--resolution``:
+  generated images are then resized to it, antialiased, and the real ones rendered at it, so
+  runs of different sizes are compared by one classifier), and the same for the
   first object alone (``first/...``: on ``heldout`` exactly the unseen pairs);
 * FID in the classifier's feature space against the split's real images;
 * R-precision (each image ranks its own caption first among 100) with the text-encoder run
@@ -62,6 +65,16 @@ def generate(run, ids, lengths, seed: int = 0, batch_size: int = 250) -> np.ndar
   return text_encoder.batched(draw, [np.asarray(ids), np.asarray(lengths), z], batch_size)
 
 
+def resize(images, resolution: int) -> np.ndarray:
+  """Square NHWC images at ``resolution`` (antialiased linear resize; unchanged if equal)."""
+  images = np.asarray(images)
+  if images.shape[1] == resolution:
+    return images
+  return np.asarray(jax.image.resize(jnp.asarray(images), (len(images), resolution, resolution,
+                                                           images.shape[-1]),
+                                     'linear', antialias=True))
+
+
 class Retrieval:
   """A text-encoder run's ``text`` and ``image`` networks, for R-precision."""
 
@@ -76,13 +89,8 @@ class Retrieval:
     self.similarity = config.eval.similarity
 
   def image_embeddings(self, images) -> np.ndarray:
-    images = np.asarray(images)
-    r = self.resolution
-    if images.shape[1] != r:  # antialiased linear resize to the encoder's input size
-      images = np.asarray(jax.image.resize(jnp.asarray(images), (len(images), r, r,
-                                                                 images.shape[-1]),
-                                           'linear', antialias=True))
-    return text_encoder.embed_images(self.image, self.nets['image'], images)
+    return text_encoder.embed_images(self.image, self.nets['image'],
+                                     resize(images, self.resolution))
 
   def caption_embeddings(self, ids, lengths) -> np.ndarray:
     return text_encoder.embed_captions(self.text, self.nets['text'], ids, lengths)
@@ -95,13 +103,15 @@ def text_encoder_dir(config) -> str | None:
 
 
 def score_split(run, clf, retrieval, split: str, *, seed: int = 0, max_examples=None,
-                num_candidates: int = 100) -> dict:
-  """``{'generated': scores, 'real': scores, 'num_images': N}`` of one split."""
+                num_candidates: int = 100, data_config=None) -> dict:
+  """``{'generated': scores, 'real': scores, 'num_images': N}`` of one split; real images at
+  ``data_config``'s resolution (default the run's), generated ones resized to it."""
   config = run.config
-  data = captions.load_caption_split(config.data, split, tc.tokenizer(config, run.text),
+  data_config = data_config or config.data
+  data = captions.load_caption_split(data_config, split, tc.tokenizer(config, run.text),
                                      max_examples=max_examples, whole=True)
   ids, lengths = pick_captions(data, seed)
-  fake = generate(run, ids, lengths, seed)
+  fake = resize(generate(run, ids, lengths, seed), data_config.resolution)
   real = data['image']
   labels = {k: data[k] for k in attributes.OBJECT_KEYS}
   caption_emb = None
@@ -124,7 +134,7 @@ def score_split(run, clf, retrieval, split: str, *, seed: int = 0, max_examples=
     res.update({f'first/{k}': v for k, v in first.items() if k != 'count'})
     out[name] = res
   # Real-vs-real FID at this sample size: as many train images against the split.
-  train = attributes.load_split(config.data, 'train', max_examples=len(real))
+  train = attributes.load_split(data_config, 'train', max_examples=len(real))
   out['real']['fid'] = scores.fid_from_stats(
       scores.gaussian_stats(clf(train['image'])['features']),
       scores.gaussian_stats(real_features))
@@ -155,15 +165,19 @@ def train_summary(workdir: str, config) -> dict:
 
 
 def parameter_counts(nets: dict) -> dict:
-  """Trainable parameters of every network the run trained (the frozen ones left out)."""
+  """Parameters of each of the run's networks but the caption encoder ``text`` (frozen and
+  shared by every model compared; a frozen generator stage, such as StackGAN's Stage-I in a
+  Stage-II run, is counted)."""
   return {name: int(sum(np.size(x) for x in jax.tree_util.tree_leaves(net['params'])))
-          for name, net in nets.items() if 'opt' in net}
+          for name, net in nets.items() if name != 'text'}
 
 
 def score_run(workdir: str, *, text_encoder_workdir: str | None = None, splits=SPLITS,
               seed: int = 0, max_examples=None, num_candidates: int = 100,
-              figure: str | None = None) -> dict:
-  """Scores the newest checkpoint of the text-to-image run in ``workdir`` (module doc)."""
+              figure: str | None = None, resolution: int | None = None) -> dict:
+  """Scores the newest checkpoint of the text-to-image run in ``workdir`` (module doc);
+  ``resolution``: score at this size (real images rendered at it, generated ones resized),
+  default the run's own."""
   from jaxgen import text_to_image  # pylint: disable=g-import-not-at-top
   run = text_to_image.load(workdir)
   config = run.config
@@ -178,14 +192,22 @@ def score_run(workdir: str, *, text_encoder_workdir: str | None = None, splits=S
   if retrieval is None:
     logging.warning('No text-encoder run named (--text_encoder) or imported by %s: '
                     'R-precision is left out.', workdir)
-  clf = attributes.get_attribute_classifier(ml_collections.ConfigDict(config.data.to_dict()))
+  data_config = ml_collections.ConfigDict(config.data.to_dict())
+  if resolution and resolution != config.data.resolution:
+    build = data_config.get('builder_config')
+    if build not in (None, str(config.data.resolution)):
+      raise ValueError(f'--resolution={resolution} renders jaxgen_shapes at another size, which '
+                       f'needs its standard builds; {workdir!r} uses the builder config '
+                       f'{build!r}. Score it at its own resolution.')
+    data_config.resolution, data_config.builder_config = resolution, None
+  clf = attributes.get_attribute_classifier(data_config)
   start = time.time()
-  out = {'workdir': workdir, 'step': run.step,
+  out = {'workdir': workdir, 'step': run.step, 'score_resolution': data_config.resolution,
          'text_encoder': te_dir, 'seed': seed, 'num_candidates': num_candidates,
          'train': train_summary(workdir, config), 'parameters': parameter_counts(run.nets)}
   for split in splits:
     out[split] = score_split(run, clf, retrieval, split, seed=seed, max_examples=max_examples,
-                             num_candidates=num_candidates)
+                             num_candidates=num_candidates, data_config=data_config)
   out['score_seconds'] = time.time() - start
   if figure:
     data = captions.load_caption_split(config.data, 'test', tc.tokenizer(config, run.text),
@@ -205,7 +227,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   out = score_run(f.workdir, text_encoder_workdir=f.text_encoder, splits=f.split, seed=f.seed,
-                  max_examples=f.max_examples, figure=f.figure)
+                  max_examples=f.max_examples, figure=f.figure, resolution=f.resolution)
   print(json.dumps(out, indent=1))
   if f.results:
     from jaxgen import results  # pylint: disable=g-import-not-at-top
@@ -213,8 +235,10 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('workdir', None, 'A finished gan_int_cls run on jaxgen_shapes.',
+  flags.DEFINE_string('workdir', None, 'A finished text-to-image run on jaxgen_shapes.',
                       required=True)
+  flags.DEFINE_integer('resolution', None, 'Score at this resolution (generated images '
+                       'resized, real ones rendered at it); default: the run\'s own.')
   flags.DEFINE_string('text_encoder', None, 'Text-encoder run for R-precision (default: the '
                       'one the run imported).')
   flags.DEFINE_multi_enum('split', list(SPLITS), SPLITS, 'Splits to score.')

@@ -17,7 +17,7 @@ import pytest
 
 from experiments import launch
 from jaxgen import results, text_image_eval, text_to_image
-from jaxgen.data import captions
+from jaxgen.data import captions, shapes
 from jaxgen.engine import loop
 from jaxgen.families import gan_int_cls
 from jaxgen.families import text_conditioning as tc
@@ -83,8 +83,7 @@ def test_scores_of_a_finished_run_match_their_definitions(shapes_dir, tmp_path, 
   assert os.path.exists(out['figure'])
 
   run = text_to_image.load(gan_dir)
-  # Parameters of the trained networks only (the frozen text encoder is not counted), by
-  # flax's own traversal of each module's variables.
+  # Parameters of G and D; the frozen caption encoder is not counted.
   assert out['parameters'] == {
       name: sum(x.size for x in jax.tree_util.tree_leaves(run.nets[name]['params']))
       for name in ('g', 'd')}
@@ -121,6 +120,45 @@ def test_scores_of_a_finished_run_match_their_definitions(shapes_dir, tmp_path, 
                                      scores.gaussian_stats(real_feats))
     # The same features (one classifier call of <= 250 images each way) and the same code.
     assert got['generated']['fid'] == want_fid
+
+  with pytest.raises(ValueError, match="builder config 'tiny16'"):
+    text_image_eval.score_run(gan_dir, resolution=32)  # tiny16 has no standard 32x32 build
+  # Scored at another resolution: real images rendered at 32x32, G's 16x16 ones resized.
+  monkeypatch.setitem(shapes.JaxgenShapes.builder_configs, 'tiny32', shapes.JaxgenShapesConfig(
+      resolution=32, split_sizes=tgc.TINY_SHAPES.split_sizes, name='tiny32'))
+  cfg32 = run.config.data.copy_and_resolve_references()
+  with cfg32.unlocked():
+    cfg32.resolution, cfg32.builder_config = 32, 'tiny32'
+  clf32 = attributes.get_attribute_classifier(cfg32)
+  got = text_image_eval.score_split(run, clf32, None, 'test', seed=3, data_config=cfg32)
+  data = captions.load_caption_split(cfg32, 'test', run.text.tokenizer, whole=True)
+  assert data['image'].shape[1:] == (32, 32, 3)
+  j = (np.arange(16) + 3) % data['num_captions']
+  ids, lens = data['caption_ids'][np.arange(16), j], data['caption_len'][np.arange(16), j]
+  z = jax.random.normal(jax.random.PRNGKey(3), (16, run.config.model.latent_dim))
+  t = tc.embed(run.text, run.nets['text'], {'caption_ids': jnp.asarray(ids),
+                                            'caption_len': jnp.asarray(lens)})
+  fake = text_image_eval.resize(gan_int_cls.generate(run.generator, run.nets['g'], z, t), 32)
+  labels = {key: data[key] for key in attributes.OBJECT_KEYS}
+  assert got['generated']['shape'] == attributes.attribute_accuracy(clf32(fake), labels)['shape']
+
+
+def test_resize_is_antialiased_and_identity_at_equal_size():
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+  np.testing.assert_array_equal(text_image_eval.resize(x, 8), x)
+  y = text_image_eval.resize(x, 4)
+  assert y.shape == (2, 4, 4, 3)
+  # The kernel's weights are normalised: a constant image stays constant (float32 rounding of
+  # a sum of 16 weights: a few ulp of 0.25).
+  np.testing.assert_allclose(text_image_eval.resize(np.full((1, 8, 8, 3), 0.25), 4), 0.25,
+                             atol=1e-6)
+  # Antialiased: halving a checkerboard (the highest frequency) gives its mean, 0, not an
+  # alias of one colour (a plain subsample would give all +1 or all -1). Away from the border
+  # the 4x4 triangle kernel is symmetric about each output centre, so the +1 and -1 weights
+  # cancel exactly up to float32 rounding.
+  board = np.indices((8, 8)).sum(0) % 2 * 2.0 - 1.0
+  z = text_image_eval.resize(np.broadcast_to(board[None, :, :, None], (1, 8, 8, 3)), 4)
+  np.testing.assert_allclose(z[0, 1:-1], 0.0, atol=1e-6)
 
 
 def test_launcher_results_file_holds_eval_json(tmp_path):
