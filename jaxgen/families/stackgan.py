@@ -36,8 +36,9 @@ eps is part of the latent, so a latent fixes the image: ``[z, eps]`` at stage 1 
    code, where Stage-I sits inside Stage-II's module in training mode; g1 never changes
    either way).
 2. D is updated on real/right -> real, fake/right -> fake and real/wrong -> fake (the
-   matching-aware loss, wrong = the conditions rolled by one over the batch), weighted as
-   the code: ``real + (fake + wrong) / 2``; at stage 2 with the unconditional logits
+   matching-aware loss; wrong = the conditions rolled by one over the batch, B pairs, where
+   the code shifts them for B - 1), weighted as the code: ``real + (fake + wrong) / 2``; at
+   stage 2 with the unconditional logits
    ``(real + u_real) / 2 + (fake + wrong + u_fake) / 3``.
 3. G is updated on the *same* fake batch through the updated D (the code back-propagates the
    graph of step 1; here ``jax.vjp`` keeps G's forward pass for its backward, so G runs once
