@@ -14,6 +14,7 @@ _FAMILIES = {
     'text_encoder': 'jaxgen.families.text_encoder',
     'gan_int_cls': 'jaxgen.families.gan_int_cls',
     'style_encoder': 'jaxgen.families.style_encoder',
+    'dfgan': 'jaxgen.families.dfgan',
 }
 NAMES = tuple(_FAMILIES)
 
