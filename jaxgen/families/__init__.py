@@ -15,6 +15,7 @@ _FAMILIES = {
     'gan_int_cls': 'jaxgen.families.gan_int_cls',
     'style_encoder': 'jaxgen.families.style_encoder',
     'stackgan': 'jaxgen.families.stackgan',
+    'dfgan': 'jaxgen.families.dfgan',
 }
 NAMES = tuple(_FAMILIES)
 

@@ -62,11 +62,15 @@ def generator_loss(fake_match: Array) -> Array:
   return -jnp.mean(fake_match)
 
 
-def ma_gp_with_logits(logit_fn: LogitFn, x: Array, s: Array, k: float = 2.0,
-                      p: float = 6.0) -> tuple[Array, Array]:
+def ma_gp_with_logits(logit_fn: Callable, x: Array, s: Array, k: float = 2.0, p: float = 6.0,
+                      *, has_aux: bool = False) -> tuple:
   """``(MA-GP, logit_fn(x, s))`` from one forward pass (the logits feed the real hinge term).
 
   ``logit_fn(x, s)`` returns D's logits [B] for images x [B, ...] and sentences s [B, D].
+  With ``has_aux`` it returns ``(logits, aux)`` and the result is ``(MA-GP, logits, aux)``:
+  the train step passes D's features of x as ``aux``, so the real term, the penalty and the
+  mismatched pairs share one feature pass, as in the official step (the penalty
+  differentiates the logits only).
   Per-example gradients are taken as the gradient of sum_i D(x_i, s_i), exact because DF-GAN's
   D has no batch-coupled layers (no BatchNorm). ``||g||^p`` is computed as
   ``(||g||^2)^(p/2)``, the same number, which for p >= 2 has a finite derivative at g = 0
@@ -74,12 +78,16 @@ def ma_gp_with_logits(logit_fn: LogitFn, x: Array, s: Array, k: float = 2.0,
   """
   if not p > 0:
     raise ValueError(f'MA-GP exponent p must be > 0; got {p!r}.')
-  logits, vjp = jax.vjp(logit_fn, x, s)
+  if has_aux:
+    logits, vjp, aux = jax.vjp(logit_fn, x, s, has_aux=True)
+  else:
+    logits, vjp = jax.vjp(logit_fn, x, s)
   gx, gs = vjp(jnp.ones_like(logits))
   b = x.shape[0]
   sq = (jnp.sum(jnp.square(gx.reshape((b, -1))), axis=1)
         + jnp.sum(jnp.square(gs.reshape((b, -1))), axis=1))
-  return k * jnp.mean(sq ** (0.5 * p)), logits
+  penalty = k * jnp.mean(sq ** (0.5 * p))
+  return (penalty, logits, aux) if has_aux else (penalty, logits)
 
 
 def ma_gp(logit_fn: LogitFn, x: Array, s: Array, k: float = 2.0, p: float = 6.0) -> Array:

@@ -1,0 +1,250 @@
+"""DF-GAN (Tao et al., "DF-GAN: A Simple and Effective Baseline for Text-to-Image Synthesis",
+CVPR 2022): one generator straight to the output size, text fused into every block, a
+matching-aware hinge discriminator regularised by MA-GP.
+
+Networks (:mod:`jaxgen.models.dfgan`):
+
+* ``g``: G(z, s), a 4x4 map from z and a chain of UpBlocks, each fusing ``concat(z, s)``
+  through its DF-Blocks (text-predicted channel-wise scale and shift), up to
+  ``model.resolution`` (64, 128 or 256). No BatchNorm, no EMA: the weights are the sampler.
+* ``d``: the feature extractor (DownBlocks to 4x4) and the conditional head (the sentence
+  vector tiled over the 4x4 grid, two convolutions to one logit), one network with one
+  optimizer, as the official code steps ``netD`` and ``netC`` together.
+* ``text``: the caption encoder, *frozen* (no optimizer state): the text-encoder family's
+  ``config.text`` (DF-GAN's is the DAMSM bi-LSTM, ``text.encoder='bilstm'``), random unless
+  imported with ``text_from='<text-encoder workdir>[:net]'`` (``init_from.text``); absent when
+  batches carry precomputed embeddings (``text.encoder='precomputed'``). See
+  :mod:`jaxgen.families.text_conditioning`. Its sentence size is ``model.cond_dim``.
+
+One train step, a pure function of (state, batch) as the authors' released ``train`` loop
+does it (tobran/DF-GAN, ``code/lib/modules.py``): with ``key = fold_in(state.rng,
+state.step)`` and s the batch's sentence vectors,
+
+1. z = ``normal(key, [B, model.latent_dim])`` (training noise is never truncated) and one
+   G forward, fake = G(z, s);
+2. D update on ``real + (fake + mismatch) / 2 + MA-GP``: hinge terms for D(real, s) (above
+   +1), D(fake, s) and the mismatched pairs (below -1), the latter D's real features rolled by
+   one along the batch against the unrolled sentences; MA-GP
+   ``k * mean ||(grad_x D, grad_s D)||^p`` on the real, matching pairs
+   (:mod:`jaxgen.losses.dfgan`; ``ma_gp.k`` = 2, ``ma_gp.p`` = 6 as the paper; k = 0 turns
+   it off). One feature pass over the real images serves the real term, the penalty and the
+   mismatched pairs;
+3. G update on ``-mean D'(fake, s)`` through the *updated* D', back-propagated through the
+   forward of step 1 (G has not changed, and has no batch statistics, so this is the fake of
+   the official step: one G forward per step).
+
+Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
+Metrics: ``d_loss`` (with MA-GP), its terms ``d_real``, ``d_fake``, ``d_mismatch``,
+``ma_gp``, ``g_loss``, and ``finite``.
+
+Sampling: ``truncation`` (the official configs: on, ``trunc_rate`` 0.86) draws
+``trunc_rate * TN(-trunc_bound, trunc_bound)`` latents, a standard normal truncated to
+``[-trunc_bound, trunc_bound]`` (2, as the code) and scaled, so every coordinate lies in
+``[-trunc_rate * trunc_bound, trunc_rate * trunc_bound]``; off, N(0, I). ``sample(state, key,
+num)`` (grids, the engine's evaluators) and :func:`text_to_image` (its ``latents``) both use
+:func:`latents`; sample i gets caption i mod ``num_sample_captions`` of ``data.eval_split``.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxgen import optim
+from jaxgen.families import base, gan_int_cls
+from jaxgen.families import text_conditioning as tc
+from jaxgen.families import text_encoder
+from jaxgen.losses import dfgan as losses
+from jaxgen.models import dfgan as models
+
+
+def resolve(config) -> None:
+  """``text_from='<workdir>[:net]'`` -> ``init_from.text`` (the contract of gan_int_cls)."""
+  gan_int_cls.resolve(config)
+
+
+def sentence_dim(config) -> int:
+  """Size of the sentence vectors s: ``data.embedding_dim`` for precomputed embeddings, else
+  the text encoder's (``text.char_cnn_rnn.embed_dim``, ``2 * text.bilstm.hidden``)."""
+  if tc.is_precomputed(config):
+    return int(config.data.embedding_dim)
+  return text_encoder.text_dim(config)
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate(config) -> None:
+  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
+  models.check(config.model)
+  for key in ('resolution', 'channels'):
+    if config.model[key] != config.data[key]:
+      raise ValueError(f'model.{key} ({config.model[key]}) must equal data.{key} '
+                       f'({config.data[key]}).')
+  if config.data.name not in captions.CAPTION_SETS:
+    raise ValueError(f'dfgan trains on a caption dataset; data.name={config.data.name!r} is '
+                     f'not one of: {", ".join(captions.CAPTION_SETS)}.')
+  tc.validate(config)
+  dim = sentence_dim(config)
+  if config.model.cond_dim != dim:
+    raise ValueError(f'model.cond_dim ({config.model.cond_dim}) must equal the size of the '
+                     f'sentence vectors, {dim} (text.encoder={config.text.encoder!r}).')
+  optim.validate(config.optimizer, lr_names=('g_lr', 'd_lr'))
+  k, p = config.ma_gp.k, config.ma_gp.p
+  if not _number(k) or k < 0:
+    raise ValueError(f'ma_gp.k must be a number >= 0 (0 turns MA-GP off); got {k!r}.')
+  if not _number(p) or p < 2:
+    raise ValueError(f'ma_gp.p must be a number >= 2 (below 2 the penalty\'s derivative is '
+                     f'infinite where a gradient vanishes); got {p!r}.')
+  if config.batch_size < 2:
+    raise ValueError(f'The mismatched pairs pair each image with another of the batch: '
+                     f'batch_size must be >= 2; got {config.batch_size}.')
+  if not isinstance(config.truncation, bool):
+    raise ValueError(f'truncation must be True or False; got {config.truncation!r}.')
+  for name in ('trunc_rate', 'trunc_bound'):
+    if not _number(config[name]) or not config[name] > 0:
+      raise ValueError(f'{name} must be a positive number; got {config[name]!r}.')
+  base.positive_int('num_sample_captions', config.num_sample_captions)
+
+
+def structure(config) -> dict:
+  return {'model': config.model.to_dict(), **tc.structure(config),
+          'lr_schedule_enabled': config.optimizer.schedule != 'constant'}
+
+
+def networks(config):
+  """``(generator, discriminator, text)``: :class:`~jaxgen.models.dfgan.Generator`,
+  :class:`~jaxgen.models.dfgan.MatchingDiscriminator` and the
+  :class:`~jaxgen.families.text_encoder.TextNet` (None for precomputed embeddings)."""
+  generator, discriminator = models.make_networks(config.model)
+  return generator, discriminator, tc.text_net(config)
+
+
+def optimizers(config):
+  g = optim.adam(config.optimizer.g_lr, config.optimizer, config.num_steps)
+  d = optim.adam(config.optimizer.d_lr, config.optimizer, config.num_steps)
+  return g, d
+
+
+def init_nets(config, key, with_optimizers=True) -> dict:
+  """Fresh ``g``, ``d`` and (frozen) ``text`` entries; ``with_optimizers=False``: all frozen."""
+  generator, discriminator, text = networks(config)
+  g_key, d_key, t_key = jax.random.split(key, 3)
+  r, c = config.model.resolution, config.model.channels
+  z = jnp.zeros((2, config.model.latent_dim), jnp.float32)
+  s = jnp.zeros((2, config.model.cond_dim), jnp.float32)
+  x = jnp.zeros((2, r, r, c), jnp.float32)
+  g_tx, d_tx = optimizers(config) if with_optimizers else (None, None)
+  nets = {'g': base.make_net(generator.init(g_key, z, s), g_tx),
+          'd': base.make_net(discriminator.init(d_key, x, s), d_tx)}
+  text_net = tc.init_text_net(text, t_key)
+  if text_net is not None:
+    nets['text'] = text_net
+  return nets
+
+
+def latents(config):
+  """``(key, num) -> [num, latent_dim]``: the sampling latents (see the module docstring)."""
+  dim = config.model.latent_dim
+  if not config.truncation:
+    return tc.normal_latents(dim)
+  rate, bound = float(config.trunc_rate), float(config.trunc_bound)
+  return lambda key, num: rate * jax.random.truncated_normal(key, -bound, bound, (num, dim))
+
+
+def generate(generator, g_net, z, s):
+  """G(z, s): deterministic (G has no dropout or batch statistics)."""
+  return generator.apply(base.variables(g_net), z, s)
+
+
+def text_to_image(config) -> tc.TextToImage:
+  """G as the sampling and scoring tools use it (:class:`~text_conditioning.TextToImage`)."""
+  generator, _, text = networks(config)
+  return tc.TextToImage(
+      generate=lambda nets, z, s: generate(generator, nets['g'], z, s),
+      latents=latents(config), latent_dim=config.model.latent_dim,
+      resolution=config.model.resolution, text=text)
+
+
+def make_sample(config, generator, text, cond: dict):
+  """``sample(state, key, num)``: sample i from caption i mod len(cond) of ``cond``."""
+  cond = {k: jnp.asarray(v) for k, v in cond.items()}
+  k = len(next(iter(cond.values())))
+  draw = latents(config)
+
+  def sample(state, key, num):
+    rows = jnp.arange(num) % k
+    s = tc.embed(text, state.nets.get('text'), {n: v[rows] for n, v in cond.items()})
+    return generate(generator, state.nets['g'], draw(key, num), s)
+  return sample
+
+
+def build(config, *, with_data: bool = True) -> base.Family:
+  """The family; ``with_data`` reads the fixed sampling captions (needed by ``sample``)."""
+  generator, discriminator, text = networks(config)
+  sample = None
+  if with_data and text is not None:
+    sample = make_sample(config, generator, text,
+                         tc.eval_captions(config, text, config.num_sample_captions))
+
+  def init(key):
+    init_key, train_key = jax.random.split(key)
+    return base.new_state(train_key, init_nets(config, init_key))
+
+  return base.Family(init=init,
+                     train_step=make_train_step(config, generator, discriminator, text),
+                     sample=sample, batch_keys=('image', *tc.batch_keys(config)),
+                     examples_per_step=config.batch_size,
+                     progress_keys=('d_loss', 'g_loss', 'ma_gp'))
+
+
+def make_train_step(config, generator, discriminator, text):
+  """``train_step(state, batch) -> (state, metrics)`` (pure; the engine jits it)."""
+  g_tx, d_tx = optimizers(config)
+  k, p = float(config.ma_gp.k), float(config.ma_gp.p)
+  latent_dim = config.model.latent_dim
+
+  def train_step(state: base.TrainState, batch):
+    real = batch['image']
+    m = real.shape[0]
+    nets = state.nets
+    g, d = nets['g'], nets['d']
+    s = tc.embed(text, nets.get('text'), batch)
+    key = jax.random.fold_in(state.rng, state.step)
+    z = base.shard_batch_axis(jax.random.normal(key, (m, latent_dim)))
+    # The one G forward of the step; its vjp carries G's gradient after D's update.
+    fake, g_vjp = jax.vjp(lambda params: generator.apply({'params': params, **g['vars']}, z, s),
+                          g['params'])
+
+    def d_loss_fn(params):
+      variables = {'params': params, **d['vars']}
+
+      def real_logits_and_features(x, sent):
+        features = discriminator.apply(variables, x, method='features')
+        return discriminator.apply(variables, features, sent, method='head'), features
+
+      if k > 0:
+        gp, real_logits, features = losses.ma_gp_with_logits(real_logits_and_features, real,
+                                                             s, k, p, has_aux=True)
+      else:  # MA-GP off (an ablation): no second-order pass.
+        (real_logits, features), gp = real_logits_and_features(real, s), jnp.zeros(())
+      mis_logits = discriminator.apply(variables, losses.mismatch(features), s, method='head')
+      fake_logits = discriminator.apply(variables, fake, s)  # fake: a constant here (detached)
+      terms = losses.discriminator_loss(real_logits, fake_logits, mis_logits)
+      return terms['loss'] + gp, dict(terms, ma_gp=gp)
+
+    (d_loss, d_terms), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d['params'])
+    d = base.apply_gradients(d, d_grads, d_tx)
+
+    d_now = base.variables(d)
+    g_loss, fake_grad = jax.value_and_grad(
+        lambda images: losses.generator_loss(discriminator.apply(d_now, images, s)))(fake)
+    (g_grads,) = g_vjp(fake_grad)
+    g = base.apply_gradients(g, g_grads, g_tx)
+    finite = base.all_finite(d_loss, d_grads, g_loss, g_grads)
+    metrics = {'d_loss': d_loss, 'd_real': d_terms['real'], 'd_fake': d_terms['fake'],
+               'd_mismatch': d_terms['mismatch'], 'ma_gp': d_terms['ma_gp'],
+               'g_loss': g_loss, 'finite': finite.astype(jnp.float32)}
+    return state.replace(step=state.step + 1, nets=dict(nets, g=g, d=d)), metrics
+
+  return train_step

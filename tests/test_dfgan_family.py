@@ -1,0 +1,268 @@
+"""The DF-GAN family: config variants and errors, truncated sampling latents, and one set of
+tiny engine runs (64x64, the smallest DF-GAN size) checked against an independent
+recomputation of the step from the networks (losses, MA-GP, Adam with betas (0, 0.9)),
+against an interrupted and resumed run, and through the text-to-image sampling tool."""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments.configs import dfgan as dfgan_config
+from experiments.configs import text_encoder as text_config
+from jaxgen import text_to_image
+from jaxgen.data import source
+from jaxgen.engine import loop
+from jaxgen.engine.writers import read_metrics
+from jaxgen.families import base, dfgan
+from jaxgen.families import text_conditioning as tc
+from tests.conftest import set_fields
+from tests.test_engine import assert_bitwise_equal, leaves
+
+TINY_SPLITS = {'train': 8, 'test': 4, 'heldout': 4}
+
+
+def tiny_config(data_dir, **overrides):
+  cfg = dfgan_config.get_config('tiny')
+  cfg.data.data_dir = data_dir
+  cfg.data.split_sizes = dict(TINY_SPLITS)  # a 16-image build of jaxgen_shapes at 64x64
+  cfg.write_figures = False
+  return set_fields(cfg, overrides)
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def test_config_variants():
+  cpu = dfgan_config.get_config('')
+  assert cpu == dfgan_config.get_config('cpu')
+  assert (cpu.model.resolution, cpu.model.g_width, cpu.batch_size) == (64, 8, 32)
+  assert (cpu.optimizer.b1, cpu.optimizer.b2, cpu.optimizer.g_lr, cpu.optimizer.d_lr) == (
+      0.0, 0.9, 1e-4, 4e-4)
+  assert (cpu.ma_gp.k, cpu.ma_gp.p, cpu.truncation, cpu.trunc_rate) == (2.0, 6.0, True, 0.86)
+  # The parameter counts the config's docstring states.
+  nets = jax.eval_shape(dfgan.build(cpu, with_data=False).init, jax.random.PRNGKey(0)).nets
+  counts = {n: base.count_params(nets[n]['params']) for n in ('g', 'd', 'text')}
+  assert counts == {'g': 548_611, 'd': 224_724, 'text': 166_464}
+  assert base.count_params(nets['d']['params']['head']) == 27_904
+  for name, r in dfgan_config.RESOLUTION_VARIANTS.items():
+    c = dfgan_config.get_config(name)
+    assert c.model.resolution == c.data.resolution == r
+  paper = dfgan_config.get_config('paper')
+  assert (paper.model.resolution, paper.model.g_width, paper.model.d_width) == (256, 32, 32)
+  assert (paper.text.encoder, paper.model.cond_dim, paper.model.latent_dim) == ('bilstm', 256,
+                                                                                100)
+  assert paper.text == text_config.get_config('bilstm,paper').text
+  assert dfgan_config.get_config('paper,r64').model.resolution == 64
+  cub, coco = dfgan_config.get_config('cub'), dfgan_config.get_config('coco')
+  assert (cub.data.name, cub.data.builder_config, cub.batch_size) == (
+      'jaxgen_cub_captions', 'bbox_crop', 32)
+  assert cub.num_steps == 1300 * (8855 // 32) and coco.num_steps == 300 * (82783 // 32)
+  assert (coco.data.name, coco.eval_reference_split, coco.eval_num_samples) == (
+      'coco_captions', 'restval', 30_000)
+  for c in (cpu, paper, cub, coco, dfgan_config.get_config('tiny')):
+    dfgan.validate(c)  # every variant is a valid config
+  with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, r64'):
+    dfgan_config.get_config('r32')
+
+
+@pytest.mark.parametrize('field, value, match', [
+    ('model.resolution', 32, 'dfgan cannot make 32x32 images; accepted resolutions: 64, 128'),
+    ('data.resolution', 128, r'model.resolution \(64\) must equal data.resolution \(128\)'),
+    ('model.cond_dim', 100, r'model.cond_dim \(100\) must equal the size of the sentence '
+                            r'vectors, 16'),
+    ('data.name', 'mnist', 'dfgan trains on a caption dataset'),
+    ('ma_gp.k', -1.0, r'ma_gp.k must be a number >= 0 \(0 turns MA-GP off\); got -1.0'),
+    ('ma_gp.p', 1.0, 'ma_gp.p must be a number >= 2'),
+    ('optimizer.b1', 1.0, r'optimizer.b1 must be in \[0, 1\)'),
+    ('optimizer.d_lr', 0.0, 'optimizer.d_lr must be positive'),
+    ('batch_size', 1, 'batch_size must be >= 2; got 1'),
+    ('truncation', 1, 'truncation must be True or False; got 1'),
+    ('trunc_rate', 0.0, 'trunc_rate must be a positive number; got 0.0'),
+    ('trunc_bound', -2.0, 'trunc_bound must be a positive number'),
+    ('num_sample_captions', 0, 'num_sample_captions must be a positive integer'),
+    ('text.encoder', 'gpt', "Unknown text.encoder 'gpt'; accepted: char_cnn_rnn, bilstm"),
+])
+def test_bad_config_values_are_clear_errors(field, value, match):
+  values = dfgan_config.get_config('tiny').to_dict()
+  *path, name = field.split('.')
+  node = values
+  for key in path:
+    node = node[key]
+  node[name] = value  # any type (a ConfigDict would refuse some): the family must catch it
+  cfg = ml_collections.ConfigDict(values)
+  with pytest.raises(ValueError, match=match):
+    dfgan.validate(cfg)
+
+
+def test_text_from_and_precomputed_embeddings(tmp_path):
+  cfg = set_fields(dfgan_config.get_config('tiny'), {'text_from': '/runs/te'})
+  config, _ = loop.prepare(cfg)
+  assert config.init_from.text == '/runs/te:text'
+  pre = set_fields(dfgan_config.get_config('tiny'), {
+      'text.encoder': 'precomputed', 'data.embedding_dim': 6, 'model.cond_dim': 6,
+      'data.embeddings_dir': str(tmp_path)})
+  config, module = loop.prepare(pre)
+  family = module.build(config, with_data=False)
+  assert family.batch_keys == ('image', tc.EMBEDDING_KEY) and family.sample is None
+  assert set(jax.eval_shape(family.init, jax.random.PRNGKey(0)).nets) == {'g', 'd'}
+
+
+# ---------------------------------------------------------------------------- latents
+
+
+def test_truncated_latents_lie_within_the_threshold_and_follow_the_truncated_normal():
+  cfg = dfgan_config.get_config('tiny')
+  key, n = jax.random.PRNGKey(3), 4000
+  z = np.asarray(dfgan.latents(cfg)(key, n))
+  dim = cfg.model.latent_dim
+  assert z.shape == (n, dim) and z.dtype == np.float32
+  bound = np.float32(cfg.trunc_rate) * np.float32(cfg.trunc_bound)  # 0.86 * 2 = 1.72
+  assert np.abs(z).max() <= bound
+  law = stats.truncnorm(-cfg.trunc_bound, cfg.trunc_bound, scale=cfg.trunc_rate)
+  # Kolmogorov-Smirnov on n * dim = 32,000 draws (fixed key): the law of the official
+  # truncated_noise. Not vacuous: untruncated N(0, 1) draws exceed the bound and fail it.
+  assert stats.kstest(z.ravel(), law.cdf).pvalue > 1e-3
+  plain = np.asarray(jax.random.normal(key, (n, dim)))
+  assert np.abs(plain).max() > bound
+  assert stats.kstest(plain.ravel(), law.cdf).pvalue < 1e-6
+  # Truncation off: the standard normal the training step uses.
+  off = set_fields(dfgan_config.get_config('tiny'), {'truncation': False})
+  np.testing.assert_array_equal(dfgan.latents(off)(key, n), plain)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def reference_terms(generator, discriminator, text, nets, batch, z, k, p):
+  """The step's D terms, MA-GP and G gradient input, recomputed from the networks by hand:
+  mismatched pairs by rolling the *images* (D is per-example, so this equals rolling the
+  features), MA-GP with ``jax.grad`` and ``||g||^p`` through the square root."""
+  s = tc.embed(text, nets['text'], batch)
+  real = batch['image']
+  fake = generator.apply({'params': nets['g']['params']}, z, s)
+
+  def d_loss(d_params):
+    logits = lambda x, sent: discriminator.apply({'params': d_params}, x, sent)
+    real_l, fake_l = logits(real, s), logits(fake, s)
+    mis_l = logits(jnp.roll(real, -1, axis=0), s)  # image i + 1 against sentence i
+    gx, gs = jax.grad(lambda x, sent: jnp.sum(logits(x, sent)), argnums=(0, 1))(real, s)
+    norm = jnp.sqrt(jnp.sum(gx ** 2, axis=(1, 2, 3)) + jnp.sum(gs ** 2, axis=1))
+    terms = {'d_real': jnp.mean(jnp.maximum(0.0, 1.0 - real_l)),
+             'd_fake': jnp.mean(jnp.maximum(0.0, 1.0 + fake_l)),
+             'd_mismatch': jnp.mean(jnp.maximum(0.0, 1.0 + mis_l)),
+             'ma_gp': k * jnp.mean(norm ** p)}
+    total = terms['d_real'] + (terms['d_fake'] + terms['d_mismatch']) / 2 + terms['ma_gp']
+    return total, dict(terms, d_loss=total)
+
+  (_, terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(nets['d']['params'])
+  return terms, d_grads, s
+
+
+def reference_g(generator, discriminator, g_params, d_params_after, z, s):
+  """G's loss through the updated D, and its gradient."""
+  return jax.value_and_grad(lambda gp: -jnp.mean(discriminator.apply(
+      {'params': d_params_after}, generator.apply({'params': gp}, z, s), s)))(g_params)
+
+
+def adam_reference(p0, grads, lr, b1, b2, eps):
+  """PyTorch's / optax's Adam in float64 numpy, one parameter, from a fresh state."""
+  p, m, v = np.asarray(p0, np.float64), 0.0, 0.0
+  out = []
+  for t, g in enumerate(grads, start=1):
+    g = np.asarray(g, np.float64)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    p = p - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    out.append(p)
+  return out
+
+
+def test_steps_through_the_engine_match_a_recomputation_and_resume_bitwise(tfds_dir, tmp_path):
+  """Two steps: the uninterrupted run equals one stopped after step 1 and resumed; every
+  logged term of both steps equals the recomputation on the same batch and noise; one D and
+  one G parameter follow Adam(0, 0.9) over both steps; the text net stays frozen; ``sample``
+  and the sampling tool draw 64x64 images from truncated latents."""
+  # One sample grid, at the end (the grids' sampler is the one the tool below checks).
+  cfg = lambda n: tiny_config(tfds_dir, num_steps=n, num_sample_snapshots=1)
+  full_dir, half_dir = str(tmp_path / 'full'), str(tmp_path / 'half')
+  full = loop.train_and_evaluate(cfg(2), full_dir)
+  after_1 = loop.train_and_evaluate(cfg(1), half_dir)
+  resumed = loop.train_and_evaluate(cfg(2), half_dir)
+  assert int(resumed.step) == 2
+  assert_bitwise_equal(full, resumed)
+  assert os.path.exists(os.path.join(full_dir, 'samples', 'step_0000002.png'))
+
+  config, module = loop.prepare(cfg(2))
+  family = module.build(config)
+  init = jax.jit(family.init)(jax.random.PRNGKey(config.seed))
+  assert 'opt' not in full.nets['text']
+  assert_bitwise_equal(full.nets['text'], init.nets['text'])  # frozen: never changes
+  generator, discriminator, text = dfgan.networks(config)
+  data = source.make_dataset(config.data, config.data.split, config.batch_size,
+                             seed=config.seed, start_step=0)
+  records = {r['step']: r for r in read_metrics(full_dir) if 'finite' in r}
+  assert sorted(records) == [1, 2]
+  d_terms = jax.jit(functools.partial(reference_terms, generator, discriminator, text,
+                                      k=config.ma_gp.k, p=config.ma_gp.p))
+  g_ref = jax.jit(functools.partial(reference_g, generator, discriminator))
+  d_leaf, g_leaf = "['features']['conv_img']['kernel']", "['to_rgb']['kernel']"
+  d_grads, g_grads = [], []
+  for before, after, step in ((init, after_1, 1), (after_1, full, 2)):
+    batch = {k: jnp.asarray(v) for k, v in next(data).items() if k in (
+        'image', *tc.TOKEN_KEYS)}
+    z = jax.random.normal(jax.random.fold_in(before.rng, before.step),
+                          (config.batch_size, config.model.latent_dim))
+    terms, d_grad, s = d_terms(before.nets, batch, z)
+    g_loss, g_grad = g_ref(before.nets['g']['params'], after.nets['d']['params'], z, s)
+    terms['g_loss'] = g_loss
+    for name, value in terms.items():
+      # float32 on both sides in different but equivalent orders (rolled images vs rolled
+      # features, grad vs vjp, ||g||^6 vs (||g||^2)^3): a few float32 ulps (2^-23 = 1.2e-7
+      # relative) per term; MA-GP is O(1e-6) here, so the bound is relative only.
+      np.testing.assert_allclose(records[step][name], value, rtol=1e-6, atol=0,
+                                 err_msg=f'step {step}: {name}')
+    assert records[step]['finite'] == 1.0
+    d_grads.append(leaves(d_grad)[d_leaf])
+    g_grads.append(leaves(g_grad)[g_leaf])
+
+  opt = config.optimizer
+  for net, leaf, lr, grads in (('d', d_leaf, opt.d_lr, d_grads), ('g', g_leaf, opt.g_lr, g_grads)):
+    want = adam_reference(leaves(init.nets[net]['params'])[leaf], grads, lr, opt.b1, opt.b2,
+                          opt.eps)
+    for got_state, ref in zip((after_1, full), want):
+      got = leaves(got_state.nets[net]['params'])[leaf]
+      # float32 parameters of magnitude < 0.2 (ulp 1.5e-8) against a float64 reference: a
+      # few ulps from optax's float32 arithmetic and the recomputed gradients' rounding
+      # (Adam divides the gradient by its own size, so relative gradient errors stay
+      # relative). A wrong beta moves the second update by a fraction of lr (1e-4, 4e-4).
+      np.testing.assert_allclose(got, ref, rtol=0, atol=1e-7, err_msg=net)
+    moved = want[-1] - np.asarray(leaves(init.nets[net]['params'])[leaf], np.float64)
+    assert np.abs(moved).max() > lr  # not vacuous: two updates of about lr each
+
+  # Sample i: caption i mod 4 of the test split, truncated latents. The same images up to
+  # float32 rounding (one computation compiled in two programs; images lie in [-1, 1]).
+  draw = jax.jit(lambda nets, z, tokens: dfgan.generate(
+      generator, nets['g'], z, tc.embed(text, nets['text'], tokens)))
+  key = jax.random.PRNGKey(1)
+  x = np.asarray(jax.jit(family.sample, static_argnums=2)(full, key, 8))
+  cond = tc.eval_captions(config, text, config.num_sample_captions)
+  tokens = {k: jnp.asarray(v)[jnp.arange(8) % 4] for k, v in cond.items()}
+  np.testing.assert_allclose(x, draw(full.nets, dfgan.latents(config)(key, 8), tokens),
+                             rtol=0, atol=1e-6)
+
+  run = text_to_image.load(full_dir)
+  assert run.model.resolution == 64 and run.step == 2
+  grid = text_to_image.caption_grid(run, ['a small red circle at the top'], num=3)
+  assert grid.shape == (1, 3, 64, 64, 3) and np.abs(grid).max() <= 1.0
+  z = run.model.latents(jax.random.PRNGKey(0), 3)
+  assert np.abs(np.asarray(z)).max() <= config.trunc_rate * config.trunc_bound
+  tokens = tc.tokenize(text, ['a small red circle at the top'] * 3)
+  # The family's latents and G, up to float32 rounding as above.
+  np.testing.assert_allclose(grid[0], draw(full.nets, z, tokens), rtol=0, atol=1e-6)
+
+
