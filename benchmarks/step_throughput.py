@@ -26,8 +26,11 @@ Adam) timed the same way in both step orders (``--torch_orders``): 'fresh', D th
 with a fresh z for G (jaxgen's order, the same arithmetic as jaxgen's step), and 'shared',
 pytorch/examples ``main.py``'s order that reuses the D step's fake for the G update (one G
 forward per step instead of two). The ratios jaxgen / PyTorch of ms/step for DCGAN-64 at the
-same batch are reported against each. Results go to ``--out`` (markdown and JSON) with the
-machine they were measured on (CPU, versions, git commit, load average before and after).
+same batch are reported against each. ``bench_torch_dfgan`` times ``benchmarks.torch_dfgan``
+(the released DF-GAN code's networks and step: D on real / mismatched / fake pairs + MA-GP,
+then G; any resolution, width and batch) the same way, for a DF-GAN row to set beside.
+Results go to ``--out`` (markdown and JSON) with the machine they were measured on (CPU,
+versions, git commit, load average before and after).
 Benchmarks are not tests: nothing here asserts a time.
 """
 from __future__ import annotations
@@ -286,6 +289,44 @@ def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
          'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
          'images_per_s': batch_size / sec,
          'params': torch_dcgan.count_params(model.g) + torch_dcgan.count_params(model.d)}
+  if device == 'cuda':
+    row['device_peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
+  return row
+
+
+def bench_torch_dfgan(warmup: int, blocks: int, steps: int, batch_size: int = 32,
+                      resolution: int = 256, width: int = 32, device: str = 'cpu',
+                      nz: int = 100, cond_dim: int = 256) -> dict:
+  """Times one ``torch_dfgan.train_step`` (the released DF-GAN step) like ``bench_torch``.
+
+  ngf = ndf = ``width``, the paper's nz and sentence size by default; fresh noise and random
+  sentence vectors every step (no text encoder), one fixed real batch. Eager, on torch's
+  default threads (as the DCGAN rows; ``torch_threads`` in the machine info and the row).
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_dfgan  # pylint: disable=g-import-not-at-top
+  if device == 'cuda':
+    torch.backends.cudnn.benchmark = True
+  model = torch_dfgan.TorchDFGAN(resolution, batch_size, width, width, nz, cond_dim, device)
+  real = torch.tanh(torch.randn(batch_size, 3, resolution, resolution, device=model.device))
+  if device == 'cuda':
+    torch.cuda.reset_peak_memory_stats()
+
+  def run_block(n):
+    for _ in range(n):
+      model.step(real)
+    model.synchronize()
+
+  times = _timed_blocks(run_block, warmup, blocks, steps)
+  sec = statistics.median(times)
+  row = {'model': f'dfgan{resolution}', 'impl': 'pytorch',
+         'what': (f'DF-GAN {resolution}x{resolution} (released code), ngf=ndf={width}, '
+                  'MA-GP, eager'),
+         'batch': batch_size, 'images_per_step': batch_size,
+         'resolution': f'{resolution}x{resolution}x3', 'compile_s': None,
+         'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
+         'images_per_s': batch_size / sec, 'params': model.params(),
+         'torch_threads': torch.get_num_threads()}
   if device == 'cuda':
     row['device_peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
   return row

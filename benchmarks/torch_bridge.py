@@ -1,4 +1,5 @@
-"""Weights between PyTorch's DCGAN (benchmarks.torch_dcgan) and jaxgen's flax DCGAN.
+"""Weights between PyTorch's DCGAN (benchmarks.torch_dcgan) and jaxgen's flax DCGAN, and
+between PyTorch's DF-GAN (benchmarks.torch_dfgan) and jaxgen's flax DF-GAN.
 
   from benchmarks import torch_bridge, torch_dcgan
   g = torch_dcgan.init_weights(torch_dcgan.make_generator(100, 8, 3, resolution=32))
@@ -33,8 +34,24 @@ positional per layer type. Images are NCHW in torch and NHWC in flax (``nchw_to_
 
 The conversion only moves and flips values (no arithmetic), so it is exact both ways. torch's
 BatchNorm ``num_batches_tracked`` counter has no flax counterpart and is left as it is.
+
+DF-GAN (``dfgan_to_flax`` / ``flax_to_dfgan`` / ``dfgan_like_to_flax``), one torch module
+and its flax subtree at a time: ``NetG`` <-> ``Generator``'s params, ``NetD`` <->
+``MatchingDiscriminator``'s ``params['features']``, ``NetC`` <-> its ``params['head']``
+(``torch_dfgan.networks_from_flax`` builds all three from a flax G and D). Both sides name
+their layers, so the mapping is by name: ``GBlocks.i`` / ``DBlocks.i`` -> ``block{i}``,
+``fc_gamma.linear{l}`` / ``fc_beta.linear{l}`` -> ``gamma_{l}`` / ``beta_{l}``,
+``conv_r.0`` / ``conv_r.2`` -> ``conv_r0`` / ``conv_r1``, ``joint_conv.0`` / ``.2`` ->
+``joint_conv0`` / ``1``, ``to_rgb.1`` -> ``to_rgb``, other names as they are; ``weight`` ->
+``kernel``. ``nn.Linear`` weight (out, in) -> kernel (in, out); ``nn.Conv2d`` as above; biases
+and the blocks' scalar ``gamma`` as they are. A ``D_Block`` whose channels do not change
+holds a 1x1 ``conv_s`` it never uses; jaxgen has no such parameters, so it is skipped both
+ways (left as it is in torch). Again only moves: exact both ways, and exact into float64
+modules (float32 values widen exactly).
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -168,23 +185,34 @@ def param_like_to_flax(module: nn.Module, values) -> dict:
   return out
 
 
-def torch_adam_to_flax(optimizer: torch.optim.Optimizer, module: nn.Module) -> dict:
+def torch_adam_to_flax(optimizer: torch.optim.Optimizer, module: nn.Module,
+                       like_to_flax=None) -> dict:
   """``{'count', 'mu', 'nu'}`` of a torch Adam over ``module``, laid out as flax params.
 
   ``mu``/``nu`` are torch's ``exp_avg``/``exp_avg_sq`` through the same mapping as the
   weights, so they compare with optax's ``ScaleByAdamState.mu``/``nu``; ``count`` is
-  torch's step counter.
+  torch's step counter. ``like_to_flax(module, values)`` lays the moments out
+  (``param_like_to_flax``, the default, for the DCGAN; ``dfgan_like_to_flax`` for DF-GAN);
+  every parameter it reads must have Adam state (DF-GAN's unused shortcuts are not read and
+  never get any).
   """
-  states = {}
-  for k, t in module.named_parameters():
-    st = optimizer.state.get(t, {})
-    if 'exp_avg' not in st:
-      raise ValueError(f'The optimizer has no Adam state for {k!r} (not stepped yet, or not '
-                       'an Adam over this module).')
-    states[k] = st
-  return {'count': int(next(iter(states.values()))['step']),
-          'mu': param_like_to_flax(module, {k: st['exp_avg'] for k, st in states.items()}),
-          'nu': param_like_to_flax(module, {k: st['exp_avg_sq'] for k, st in states.items()})}
+  like_to_flax = like_to_flax or param_like_to_flax
+  states = {k: optimizer.state.get(t, {}) for k, t in module.named_parameters()}
+
+  class _Moments(dict):
+
+    def __missing__(self, key):
+      raise ValueError(f'The optimizer has no Adam state for {key!r} (not stepped yet, or '
+                       'not an Adam over this module).')
+
+  counts = [int(st['step']) for st in states.values() if 'exp_avg' in st]
+  if not counts:
+    raise ValueError('The optimizer has no Adam state for this module (not stepped yet, or '
+                     'not an Adam over it).')
+  moments = {w: _Moments({k: st[w] for k, st in states.items() if w in st})
+             for w in ('exp_avg', 'exp_avg_sq')}
+  return {'count': counts[0], 'mu': like_to_flax(module, moments['exp_avg']),
+          'nu': like_to_flax(module, moments['exp_avg_sq'])}
 
 
 def nchw_to_nhwc(x) -> np.ndarray:
@@ -209,3 +237,116 @@ def running_var_torch_equivalent(var_new, var_old, var_torch_old, updates: int,
   n = batch_positions
   return decay * np.asarray(var_torch_old) + n / (n - 1) * (np.asarray(var_new)
                                                             - decay * np.asarray(var_old))
+
+
+# ----------------------------------------------------------------------------------- DF-GAN
+
+# Pairs of torch module-path tokens that are one flax module.
+_DFGAN_PAIRS = {('conv_r', '0'): 'conv_r0', ('conv_r', '2'): 'conv_r1',
+                ('joint_conv', '0'): 'joint_conv0', ('joint_conv', '2'): 'joint_conv1',
+                ('to_rgb', '1'): 'to_rgb'}
+_DFGAN_LEAVES = {'weight': 'kernel', 'bias': 'bias', 'gamma': 'gamma'}
+_DFGAN_KINDS = {4: 'conv', 2: 'linear', 1: 'vector'}
+
+
+def _dfgan_path(name: str) -> tuple[str, ...]:
+  """The flax path of a torch DF-GAN parameter name (see the module docstring)."""
+  parts, path, i = name.split('.'), [], 0
+  *mods, leaf = parts
+  while i < len(mods):
+    a, b = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+    if a in ('GBlocks', 'DBlocks'):
+      path.append(f'block{b}')
+    elif a in ('fc_gamma', 'fc_beta') and b is not None and b.startswith('linear'):
+      path.append(f'{a[3:]}_{b[len("linear"):]}')
+    elif (a, b) in _DFGAN_PAIRS:
+      path.append(_DFGAN_PAIRS[(a, b)])
+    else:
+      path.append(a)
+      i += 1
+      continue
+    i += 2
+  if leaf not in _DFGAN_LEAVES:
+    raise ValueError(f'No flax counterpart for the torch parameter {name!r}.')
+  return tuple(path) + (_DFGAN_LEAVES[leaf],)
+
+
+def dfgan_layout(module: nn.Module) -> list[tuple[str, tuple[str, ...], str]]:
+  """(torch parameter name, flax path, kind) for each parameter of a torch_dfgan ``NetG``,
+  ``NetD`` or ``NetC`` that jaxgen has; kind is 'conv', 'linear' or 'vector'."""
+  out = []
+  for name, param in module.named_parameters():
+    parts = name.split('.')
+    if len(parts) >= 2 and parts[-2] == 'conv_s':
+      block = module.get_submodule('.'.join(parts[:-2]))
+      if not getattr(block, 'learned_shortcut', True):
+        continue  # Created by the released D_Block but never used: no jaxgen counterpart.
+    if param.dim() not in _DFGAN_KINDS:
+      raise ValueError(f'No flax counterpart for {name!r} of shape {tuple(param.shape)}.')
+    out.append((name, _dfgan_path(name), _DFGAN_KINDS[param.dim()]))
+  return out
+
+
+def _dfgan_value_to_flax(value, kind: str) -> np.ndarray:
+  if kind == 'conv':
+    return torch_kernel_to_flax(value, transposed=False)
+  value = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+  return _np(value.t()) if kind == 'linear' else _np(value)
+
+
+def _leaves(tree, path=()):
+  """(path tuple, leaf) of a nested mapping (dict or flax FrozenDict)."""
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      yield from _leaves(v, path + (k,))
+    else:
+      yield path + (k,), v
+
+
+def _set(tree: dict, path, value):
+  for k in path[:-1]:
+    tree = tree.setdefault(k, {})
+  tree[path[-1]] = value
+
+
+def dfgan_like_to_flax(module: nn.Module, values) -> dict:
+  """Tensors shaped like a torch DF-GAN module's parameters ({torch name: tensor}, e.g.
+  gradients or Adam moments), laid out as that module's flax params (numpy float32)."""
+  out = {}
+  for name, path, kind in dfgan_layout(module):
+    _set(out, path, _dfgan_value_to_flax(values[name], kind))
+  return out
+
+
+def dfgan_to_flax(module: nn.Module) -> dict:
+  """A torch DF-GAN module's weights as its flax params (numpy float32; see the module
+  docstring for which flax subtree each module is)."""
+  return dfgan_like_to_flax(module, dict(module.named_parameters()))
+
+
+def flax_to_dfgan(params, module: nn.Module) -> nn.Module:
+  """Copies flax ``params`` (the subtree of the module's counterpart, no 'params' key) into
+  the torch DF-GAN ``module`` in place; returns it. Every flax leaf must have its torch
+  parameter and every mapped torch parameter a flax leaf, with equal shapes."""
+  leaves = dict(_leaves(params))
+  layout = dfgan_layout(module)
+  extra = set(leaves) - {path for _, path, _ in layout}
+  if extra:
+    raise ValueError(f'Flax parameters {sorted(extra)} have no counterpart in the torch module.')
+  torch_params = dict(module.named_parameters())
+  for name, path, kind in layout:
+    if path not in leaves:
+      raise ValueError(f'The torch parameter {name!r} has no flax counterpart {path} in the '
+                       'given params.')
+    value = np.array(leaves[path], dtype=np.float32)  # A writable copy for torch.
+    if kind == 'conv':
+      src = flax_kernel_to_torch(value, transposed=False)
+    else:
+      src = torch.from_numpy(np.ascontiguousarray(value.T) if kind == 'linear' else value)
+    dst = torch_params[name]
+    if tuple(dst.shape) != tuple(src.shape):
+      raise ValueError(f'Shape mismatch for {name!r}: torch {tuple(dst.shape)}, flax gives '
+                       f'{tuple(src.shape)}.')
+    with torch.no_grad():
+      dst.copy_(src.to(device=dst.device, dtype=dst.dtype))
+  return module

@@ -55,6 +55,24 @@ def test_torch_rows_time_both_orders():
     assert row['order'] == ('shared' if reuse else 'fresh') and row['ms_per_step'] > 0
 
 
+def test_torch_dfgan_row_runs_a_step():
+  """The PyTorch DF-GAN step runs at a tiny width; the row counts what jaxgen's networks
+  hold at the same sizes (no timing asserted)."""
+  pytest.importorskip('torch')
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxgen.models import dfgan  # pylint: disable=g-import-not-at-top
+  row = step_throughput.bench_torch_dfgan(warmup=0, blocks=1, steps=1, batch_size=2,
+                                          resolution=64, width=2, nz=8, cond_dim=4)
+  assert (row['model'], row['impl'], row['batch']) == ('dfgan64', 'pytorch', 2)
+  assert row['ms_per_step'] > 0 and row['resolution'] == '64x64x3'
+  key, s = jax.random.PRNGKey(0), jnp.zeros((1, 4))
+  shapes = [jax.eval_shape(lambda: dfgan.Generator(64, 3, 2).init(key, jnp.zeros((1, 8)), s)),
+            jax.eval_shape(lambda: dfgan.MatchingDiscriminator(64, 2).init(
+                key, jnp.zeros((1, 64, 64, 3)), s))]
+  assert row['params'] == sum(x.size for tree in shapes for x in jax.tree.leaves(tree))
+
+
 def test_unknown_model_is_refused_with_the_accepted_names(capsys):
   with pytest.raises(SystemExit):
     step_throughput.main(['--models=stylegan9', '--torch=no'])

@@ -387,56 +387,18 @@ def test_config_errors():
 
 
 def torch_reference(params_g, params_d, z, s, images):
-  """The official forward passes written with torch.nn.functional in NCHW and float64, from
-  the same parameters (flax kernels (kh, kw, in, out) -> torch (out, in, kh, kw)): G's
-  ``fc(z).view(B, 8w, 4, 4)``, ``F.interpolate`` nearest, ``F.avg_pool2d``, and the head's
-  ``cat((features, s.repeat(1, 1, 4, 4)), 1)``. Only eager functional ops (no torch.optim)."""
+  """The official forward passes in NCHW and float64: benchmarks.torch_dfgan's NetG, NetD and
+  NetC (the released code's modules: G's ``fc(z).view(B, 8w, 4, 4)``, ``F.interpolate``
+  nearest, ``F.avg_pool2d``, the head's ``cat((features, s.repeat(1, 1, 4, 4)), 1)``) loaded
+  with the same parameters by benchmarks.torch_bridge (flax kernels (kh, kw, in, out) ->
+  torch (out, in, kh, kw), dense kernels transposed; float32 values, widened exactly)."""
   torch = pytest.importorskip('torch')
-  F = torch.nn.functional
+  from benchmarks import torch_dfgan  # pylint: disable=g-import-not-at-top
+  g, d, c = torch_dfgan.networks_from_flax(params_g, params_d, dtype=torch.float64)
   t = lambda a: torch.tensor(np.asarray(a, np.float64))
-  lrelu = lambda h: F.leaky_relu(h, 0.2)
-
-  def conv(h, p, stride=1, pad=None):
-    k = t(p['kernel']).permute(3, 2, 0, 1)
-    bias = t(p['bias']) if 'bias' in p else None
-    return F.conv2d(h, k, bias, stride, (k.shape[-1] - 1) // 2 if pad is None else pad)
-
-  def dense(h, p):
-    return h @ t(p['kernel']) + t(p['bias'])
-
-  def affine(p, h, y):
-    w = dense(torch.relu(dense(y, p['gamma_1'])), p['gamma_2'])
-    b = dense(torch.relu(dense(y, p['beta_1'])), p['beta_2'])
-    return w[:, :, None, None] * h + b[:, :, None, None]
-
-  def dfblk(p, h, y):
-    return lrelu(affine(p['affine1'], lrelu(affine(p['affine0'], h, y)), y))
-
-  pg = params_g['params']
-  z, s = t(z), t(s)
-  out = dense(z, pg['fc']).view(z.shape[0], -1, 4, 4)
-  cond = torch.cat((z, s), 1)
-  i = 0
-  while f'block{i}' in pg:
-    p = pg[f'block{i}']
-    x = F.interpolate(out, scale_factor=2)
-    h = conv(dfblk(p['fuse2'], conv(dfblk(p['fuse1'], x, cond), p['c1']), cond), p['c2'])
-    out = (conv(x, p['c_sc']) if 'c_sc' in p else x) + h
-    i += 1
-  fake = torch.tanh(conv(lrelu(out), pg['to_rgb']))
-
-  pd = params_d['params']
-  out = conv(t(images).permute(0, 3, 1, 2), pd['features']['conv_img'])
-  i = 0
-  while f'block{i}' in pd['features']:
-    p = pd['features'][f'block{i}']
-    r = lrelu(conv(lrelu(conv(out, p['conv_r0'], 2, 1)), p['conv_r1']))
-    sc = conv(out, p['conv_s']) if 'conv_s' in p else out
-    out = F.avg_pool2d(sc, 2) + t(p['gamma']) * r
-    i += 1
-  y = s.view(s.shape[0], -1, 1, 1).repeat(1, 1, 4, 4)
-  h = lrelu(conv(torch.cat((out, y), 1), pd['head']['joint_conv0']))
-  logits = conv(h, pd['head']['joint_conv1'], pad=0).view(-1)
+  with torch.no_grad():
+    fake = g(t(z), t(s))
+    logits = c(d(t(images).permute(0, 3, 1, 2)), t(s)).view(-1)
   return fake.permute(0, 2, 3, 1).numpy(), logits.numpy()
 
 
