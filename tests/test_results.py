@@ -244,7 +244,8 @@ def _fake_results(source: results.Source, i: int) -> dict:
     acc.update({f'first/{k}': v for k, v in acc.items()})
     split = {'generated': acc, 'real': dict(acc, shape=0.94)}
     return {'step': 2000, 'test': split, 'heldout': split,
-            'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0}}
+            'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0,
+                      'resolution': 64}}
   if 'experiments.style_encoder' in cmd:
     ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
           'style/cos_same': 0.6, 'style/cos_other': 0.1}
