@@ -166,26 +166,13 @@ def text_to_image(config) -> tc.TextToImage:
       resolution=config.model.resolution, text=text)
 
 
-def make_sample(config, generator, text, cond: dict):
-  """``sample(state, key, num)``: sample i from caption i mod len(cond) of ``cond``."""
-  cond = {k: jnp.asarray(v) for k, v in cond.items()}
-  k = len(next(iter(cond.values())))
-  draw = latents(config)
-
-  def sample(state, key, num):
-    rows = jnp.arange(num) % k
-    s = tc.embed(text, state.nets.get('text'), {n: v[rows] for n, v in cond.items()})
-    return generate(generator, state.nets['g'], draw(key, num), s)
-  return sample
-
-
 def build(config, *, with_data: bool = True) -> base.Family:
   """The family; ``with_data`` reads the fixed sampling captions (needed by ``sample``)."""
   generator, discriminator, text = networks(config)
   sample = None
   if with_data and text is not None:
-    sample = make_sample(config, generator, text,
-                         tc.eval_captions(config, text, config.num_sample_captions))
+    sample = tc.caption_sampler(text_to_image(config),
+                                tc.eval_captions(config, text, config.num_sample_captions))
 
   def init(key):
     init_key, train_key = jax.random.split(key)

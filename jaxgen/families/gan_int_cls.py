@@ -131,26 +131,13 @@ def text_to_image(config) -> tc.TextToImage:
       latent_dim=config.model.latent_dim, resolution=config.model.resolution, text=text)
 
 
-def make_sample(config, generator, text, cond: dict):
-  """``sample(state, key, num)``: sample i from caption i mod len(cond) of ``cond``."""
-  cond = {k: jnp.asarray(v) for k, v in cond.items()}
-  k = len(next(iter(cond.values())))
-
-  def sample(state, key, num):
-    rows = jnp.arange(num) % k
-    t = tc.embed(text, state.nets.get('text'), {n: v[rows] for n, v in cond.items()})
-    z = jax.random.normal(key, (num, config.model.latent_dim))
-    return generate(generator, state.nets['g'], z, t)
-  return sample
-
-
 def build(config, *, with_data: bool = True) -> base.Family:
   """The family; ``with_data`` reads the fixed sampling captions (needed by ``sample``)."""
   generator, discriminator, text = networks(config)
   sample = None
   if with_data and text is not None:
-    sample = make_sample(config, generator, text,
-                         tc.eval_captions(config, text, config.num_sample_captions))
+    sample = tc.caption_sampler(text_to_image(config),
+                                tc.eval_captions(config, text, config.num_sample_captions))
 
   def init(key):
     init_key, train_key = jax.random.split(key)

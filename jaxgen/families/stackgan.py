@@ -295,18 +295,6 @@ def text_to_image(config) -> tc.TextToImage:
                         resolution=output_resolution(config), text=nets.text)
 
 
-def make_sample(model: tc.TextToImage, cond: dict):
-  """``sample(state, key, num)``: sample i from caption i mod len(cond) of ``cond``."""
-  cond = {k: jnp.asarray(v) for k, v in cond.items()}
-  k = len(next(iter(cond.values())))
-
-  def sample(state, key, num):
-    rows = jnp.arange(num) % k
-    t = tc.embed(model.text, state.nets.get('text'), {n: v[rows] for n, v in cond.items()})
-    return model.generate(state.nets, model.latents(key, num), t)
-  return sample
-
-
 # ---------------------------------------------------------------------------- training
 
 
@@ -315,8 +303,8 @@ def build(config, *, with_data: bool = True) -> base.Family:
   nets = networks(config)
   sample = None
   if with_data and nets.text is not None:
-    sample = make_sample(text_to_image(config),
-                         tc.eval_captions(config, nets.text, config.num_sample_captions))
+    sample = tc.caption_sampler(text_to_image(config),
+                                tc.eval_captions(config, nets.text, config.num_sample_captions))
 
   def init(key):
     init_key, train_key = jax.random.split(key)

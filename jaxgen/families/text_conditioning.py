@@ -58,6 +58,20 @@ def normal_latents(latent_dim: int):
   return lambda key, num: jax.random.normal(key, (num, latent_dim))
 
 
+def caption_sampler(model: TextToImage, cond: dict):
+  """The engine's ``sample(state, key, num)`` for a text-to-image family: sample i from
+  caption i mod len(cond) of ``cond`` (e.g. :func:`eval_captions`), latents from
+  ``model.latents(key, num)``."""
+  cond = {k: jnp.asarray(v) for k, v in cond.items()}
+  k = len(next(iter(cond.values())))
+
+  def sample(state, key, num):
+    rows = jnp.arange(num) % k
+    t = embed(model.text, state.nets.get('text'), {n: v[rows] for n, v in cond.items()})
+    return model.generate(state.nets, model.latents(key, num), t)
+  return sample
+
+
 def encoders() -> tuple[str, ...]:
   """The accepted values of ``text.encoder``."""
   return (*text_encoder.ENCODERS, PRECOMPUTED)
