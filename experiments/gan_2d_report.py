@@ -37,19 +37,18 @@ PUBLISHED = {  # PacGAN (Lin et al. 2018) Table 1: (modes, HQ %).
 }
 
 
-def _parse_value(text):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
 def apply_overrides(config, overrides):
-  """``['ema_decay=0.999', 'model.latent_dim=8']`` -> config with those fields set."""
+  """``['ema_decay=0.999', 'model.latent_dim=8']`` -> config with those fields set (a value
+  that is not a Python literal is taken as a string)."""
+  values = {}
   for item in overrides:
-    if '=' not in item:
+    key, sep, text = (s.strip() for s in item.partition('='))
+    if not sep:
       raise ValueError(f'--set takes dotted.key=value; got {item!r}.')
-  values = {k.strip(): _parse_value(v.strip()) for k, v in (i.split('=', 1) for i in overrides)}
+    try:
+      values[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      values[key] = text
   config.lock()  # A locked ConfigDict refuses a field it does not have.
   try:
     config.update_from_flattened_dict(values)
@@ -146,21 +145,12 @@ def summarize(records) -> dict:
   }
 
 
-def format_table(rows) -> str:
-  """rows: (dataset, method, summary | None, published (modes, hq) | None, seconds)."""
-  lines = ['| dataset | method | modes | HQ samples (%) | reverse KL | runs with all modes '
-           '| train time (s) |', '|---|---|---|---|---|---|---|']
-  for dataset, method, summ, published, seconds in rows:
-    if summ is None:
-      modes, hq = published
-      lines.append(f'| {dataset} | {method} | {modes} | {hq} | | | |')
-      continue
-    m, h, k = summ['modes'], summ['hq_percent'], summ['reverse_kl']
-    div = f' ({summ["diverged_runs"]} diverged)' if summ['diverged_runs'] else ''
-    lines.append(f'| {dataset} | {method} | {m[0]:.1f} ± {m[1]:.1f} | {h[0]:.1f} ± {h[1]:.1f} | '
-                 f'{k[0]:.3f} ± {k[1]:.3f} | {summ["all_modes_runs"]}/{summ["num_seeds"]}{div} | '
-                 f'{seconds:.0f} |')
-  return '\n'.join(lines)
+def report_table(run_lists, datasets) -> str:
+  """One markdown table of the runs of each list (its number in the ``from`` column) and the
+  published rows for ``datasets``: the renderer of the documentation's table."""
+  from jaxgen import results  # pylint: disable=g-import-not-at-top
+  docs = [{'runs': runs, 'published': published_rows(datasets)} for runs in run_lists]
+  return results.render_mode_coverage(docs, []).rstrip()
 
 
 def scatter_grid(config, all_samples, results, seeds, size: int = 240):
@@ -194,30 +184,26 @@ def run_report(datasets, methods, seeds, out_dir, overrides=(), chunk=1000, log=
   from jaxgen import images  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   train_log, log = log, log or (lambda *_: None)
-  rows, runs = [], []
+  runs = []
   for dataset in datasets:
     for method in methods:
       config = make_config(dataset, method, overrides)
       log(f'{dataset} / {method}: {len(seeds)} seeds x {config.num_steps} steps')
       states, info = train_seeds(config, seeds, chunk=chunk, log=train_log)
-      records, all_samples, results = evaluate_seeds(
+      records, all_samples, scores = evaluate_seeds(
           config, states, seeds, config.get('num_eval_samples', 2500))
       for r, nf in zip(records, info['nonfinite_steps']):
         r.update(dataset=dataset, method=method, nonfinite_steps=int(nf))
       summ = summarize(records)
-      rows.append((dataset, method, summ, None, info['train_seconds']))
       runs.append({'dataset': dataset, 'method': method, 'summary': summ,
                    'train_seconds': info['train_seconds'], 'config': config.to_dict(),
                    'runs': records})
       images.save_png(os.path.join(out_dir, f'{dataset}_{method}.png'),
-                      scatter_grid(config, all_samples, results, seeds))
-      log(format_table(rows[-1:]).splitlines()[-1])
+                      scatter_grid(config, all_samples, scores, seeds))
+      log(report_table([runs[-1:]], ()).splitlines()[-1])
       with open(os.path.join(out_dir, 'results.json'), 'w') as f:
         json.dump(runs, f, indent=1)
-    for (pd, name), published in PUBLISHED.items():
-      if pd == dataset:
-        rows.append((dataset, name, None, published, 0.0))
-  table = format_table(rows)
+  table = report_table([runs], datasets)
   with open(os.path.join(out_dir, 'table.md'), 'w') as f:
     f.write(table + '\n')
   if results_path:
@@ -228,22 +214,14 @@ def run_report(datasets, methods, seeds, out_dir, overrides=(), chunk=1000, log=
 
 def tabulate(result_dirs) -> str:
   """One table from the ``results.json`` of earlier reports (rows grouped by dataset)."""
-  rows = []
+  run_lists = []
   for d in result_dirs:
     path = os.path.join(d, 'results.json')
     if not os.path.exists(path):
       raise ValueError(f'No results.json in {d!r}: run the report with --out={d} first.')
     with open(path) as f:
-      for run in json.load(f):
-        rows.append((run['dataset'], run['method'], run['summary'], None, run['train_seconds']))
-  order = {'ring': 0, 'grid': 1}
-  rows.sort(key=lambda r: order.get(r[0], 2))
-  out = []
-  for dataset in sorted({r[0] for r in rows}, key=lambda d: order.get(d, 2)):
-    out += [r for r in rows if r[0] == dataset]
-    out += [(dataset, name, None, published, 0.0)
-            for (pd, name), published in PUBLISHED.items() if pd == dataset]
-  return format_table(out)
+      run_lists.append(json.load(f))
+  return report_table(run_lists, {r['dataset'] for runs in run_lists for r in runs})
 
 
 def main(argv):

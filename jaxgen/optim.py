@@ -48,11 +48,6 @@ def learning_rate(base_lr: float, opt_config, num_updates: int, steps_per_epoch:
   return optax.join_schedules([optax.constant_schedule(base_lr), decay], [start])
 
 
-def iwae_schedule_steps(steps_per_epoch: int) -> int:
-  """Total updates of the ``iwae`` schedule (3,280 epochs)."""
-  return sum(3 ** i for i in range(8)) * steps_per_epoch
-
-
 def adam(base_lr: float, opt_config, num_updates: int = 0, steps_per_epoch: int = 0):
   """``optax.adam`` with the config's betas and eps and :func:`learning_rate`."""
   return optax.adam(learning_rate(base_lr, opt_config, num_updates, steps_per_epoch),

@@ -46,11 +46,7 @@ def class_accuracy(config, model, params, num=1000, seed=0, cache_dir=None) -> d
   ``num // classes`` samples per class from z ~ N(0, I). The classifier's accuracy on the
   real test split is returned alongside as the reference ceiling.
   """
-  try:
-    from jaxgen.metrics import classifier  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ValueError('jaxgen.metrics.classifier is not available in this checkout; '
-                     'class-accuracy needs it.') from e
+  from jaxgen.metrics import classifier  # pylint: disable=g-import-not-at-top
   n = num_classes(config)
   if not n:
     raise ValueError('class-accuracy needs a conditional VAE (model.num_classes > 0).')
@@ -147,9 +143,7 @@ def main(argv=None) -> int:
       check_label(config, args.label)
       print(save(out(f'class_{args.label}.png'),
                  generate(config, model, params, args.label, args.num, args.seed), ncol=8))
-    elif args.command == 'rerender':
-      if not num_classes(config):
-        raise ValueError('rerender needs a conditional VAE (model.num_classes > 0).')
+    elif args.command == 'rerender':  # rerender() refuses an unconditional VAE.
       images, labels = _load_eval_split(config, config.data.get('eval_split', 'test'), args.num)
       print(save(out('rerender.png'), rerender(config, model, params, images, labels),
                  ncol=num_classes(config) + 1))

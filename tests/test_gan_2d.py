@@ -262,7 +262,7 @@ def test_experiment_writes_scores_and_plot_and_matches_the_report(tmp_path):
 def test_report_table_and_outputs(tmp_path):
   table = gan_2d_report.run_report(['ring'], ['gan'], [0, 1], str(tmp_path), TINY, chunk=3,
                                    log=None)
-  assert '| ring | gan |' in table and 'PacGAN4 (PacGAN Table 1) | 7.8 | 95.9' in table
+  assert '| ring | `gan` |' in table and 'PacGAN4 (PacGAN Table 1) | 7.8 | 95.9' in table
   runs = json.loads((tmp_path / 'results.json').read_text())
   assert len(runs) == 1 and len(runs[0]['runs']) == 2
   modes = [r['modes'] for r in runs[0]['runs']]
@@ -270,6 +270,8 @@ def test_report_table_and_outputs(tmp_path):
   assert (tmp_path / 'ring_gan.png').exists() and (tmp_path / 'table.md').exists()
   # Earlier reports can be merged into one table without training.
   merged = gan_2d_report.tabulate([str(tmp_path), str(tmp_path)])
-  assert merged.count('| ring | gan |') == 2 and merged.count('PacGAN4') == 1
+  assert merged.count('| ring | `gan` |') == 2 and merged.count('PacGAN4') == 1
+  assert [line.split(' | ')[-1] for line in merged.splitlines() if '`gan`' in line] == [
+      '1 |', '2 |']  # Each report's rows say which report they came from.
   with pytest.raises(ValueError, match='No results.json'):
     gan_2d_report.tabulate([str(tmp_path / 'missing')])

@@ -73,10 +73,9 @@ def import_nets(state, init_from, sharding):
 
 
 def _check_and_place(loaded, target, what, where, sharding):
-  flat_target = dict(jax.tree_util.tree_flatten_with_path(target)[0])
-  flat_loaded = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
-  names = lambda flat: {jax.tree_util.keystr(k): v for k, v in flat.items()}
-  t, l = names(flat_target), names(flat_loaded)
+  names = lambda tree: {jax.tree_util.keystr(k): v
+                        for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  t, l = names(target), names(loaded)  # t in the order of target's leaves
   if set(t) != set(l):
     missing, extra = sorted(set(t) - set(l)), sorted(set(l) - set(t))
     raise ValueError(f'init_from {what}: {where} has other arrays (missing {missing[:5]}, '
@@ -85,6 +84,5 @@ def _check_and_place(loaded, target, what, where, sharding):
     if t[k].shape != l[k].shape or t[k].dtype != l[k].dtype:
       raise ValueError(f'init_from {what}{k}: {where} holds {l[k].dtype}{list(l[k].shape)}, '
                        f'this run needs {t[k].dtype}{list(t[k].shape)}.')
-  placed = {k: jax.device_put(l[jax.tree_util.keystr(k)], sharding) for k in flat_target}
   return jax.tree_util.tree_unflatten(jax.tree.structure(target),
-                                      [placed[k] for k in flat_target])
+                                      [jax.device_put(l[k], sharding) for k in t])

@@ -60,10 +60,8 @@ def prepare(config):
   if config.batch_size % n_dev or config.batch_size % n_proc:
     raise ValueError(f'batch_size {config.batch_size} must divide evenly across the {n_dev} '
                      f'devices and {n_proc} processes; use a multiple of {n_dev}.')
-  if config.evaluators:
-    from jaxgen.metrics import evaluators  # pylint: disable=g-import-not-at-top
-    for name in config.evaluators:
-      evaluators.check_name(name)
+  for name in config.evaluators:
+    _evaluators().check_name(name)
   return config, module
 
 
@@ -182,7 +180,7 @@ def train_and_evaluate(config, workdir: str):
   sampler = Sampler(family, config) if family.sample is not None else None
   grids = _GridWriter(config, workdir, writer, enabled=sampler is not None
                       and not config.data.name.startswith('toy2d'))
-  evaluators = _make_evaluators(config)
+  evaluators = [_evaluators().make_evaluator(n, config) for n in config.evaluators]
   rollbacks, pending, bar = 0, [], None
   if is_main:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
@@ -298,11 +296,9 @@ def _evaluate(family, evaluators, sampler, state, final):
   return results
 
 
-def _make_evaluators(config):
-  if not config.evaluators:
-    return []
+def _evaluators():
   from jaxgen.metrics import evaluators  # pylint: disable=g-import-not-at-top
-  return [evaluators.make_evaluator(n, config) for n in config.evaluators]
+  return evaluators
 
 
 def _rollback(state, manager, init_fn, step, bad, workdir, bar, count):

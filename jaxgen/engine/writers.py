@@ -35,9 +35,6 @@ class Writer:
     if self._active:
       self._tb.write_images(int(step), {k: np.asarray(v) for k, v in images.items()})
 
-  def flush(self):
-    self._tb.flush()
-
   def close(self):
     self._tb.close()
 
@@ -47,15 +44,13 @@ def truncate_after(workdir: str, step: int):
   path = os.path.join(workdir, METRICS_FILE)
   if jax.process_index() != 0 or not os.path.exists(path):
     return
-  with open(path) as f:
-    lines = [l for l in f if l.strip()]
-  kept = []
-  for line in lines:
+  def logged_by_then(line):
     try:
-      if json.loads(line)['step'] <= step:
-        kept.append(line)
+      return json.loads(line)['step'] <= step
     except (ValueError, KeyError):
-      continue  # A line cut short by a crash.
+      return False  # A line cut short by a crash.
+  with open(path) as f:
+    kept = [l for l in f if l.strip() and logged_by_then(l)]
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     f.writelines(kept)

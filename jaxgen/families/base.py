@@ -135,23 +135,29 @@ def shard_batch_axis(x):
 
   For arrays made inside a step (latents, labels drawn from a key): without this they are
   replicated and every device would run the networks on the whole global batch. A no-op
-  without a mesh (plain jit).
+  without a mesh (plain jit). The constraint is for the engine's mesh, whose axis is 'Auto'
+  (:func:`jaxgen.engine.loop.make_mesh`).
   """
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or 'data' not in mesh.axis_names:
     return x
   if mesh.shape['data'] == 1 or x.shape[0] % mesh.shape['data']:
     return x
-  spec = jax.sharding.PartitionSpec('data')
-  if mesh.axis_types[mesh.axis_names.index('data')] == jax.sharding.AxisType.Explicit:
-    return jax.sharding.reshard(x, spec)
-  return jax.lax.with_sharding_constraint(x, spec)
+  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec('data'))
 
 
 def positive_int(name: str, value) -> None:
   """Raises ValueError unless ``value`` is a positive int (a bool is not); ``name`` says which."""
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
     raise ValueError(f'{name} must be a positive integer; got {value!r}.')
+
+
+def check_model_matches_data(config, keys=('resolution', 'channels')) -> None:
+  """Raises ValueError unless ``model.<key>`` equals ``data.<key>`` for each of ``keys``."""
+  for key in keys:
+    if config.model[key] != config.data[key]:
+      raise ValueError(f'model.{key} ({config.model[key]}) must equal data.{key} '
+                       f'({config.data[key]}).')
 
 
 def data_shape(config) -> tuple:

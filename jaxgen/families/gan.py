@@ -70,10 +70,7 @@ def validate(config) -> None:
   models.get_gan_module(config.model.name)
   sample_latent(jax.random.PRNGKey(0), 1, 1, config.model.latent_prior)
   if not config.data.name.startswith('toy2d'):
-    for key in ('resolution', 'channels'):
-      if config.model[key] != config.data[key]:
-        raise ValueError(f'model.{key} ({config.model[key]}) must equal data.{key} '
-                         f'({config.data[key]}).')
+    base.check_model_matches_data(config)
   models.get_gan(config.model)  # The model's own checks (e.g. resolution).
 
 

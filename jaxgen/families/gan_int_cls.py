@@ -56,10 +56,7 @@ def resolve(config) -> None:
 def validate(config) -> None:
   from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
   models.check(config.model)
-  for key in ('resolution', 'channels'):
-    if config.model[key] != config.data[key]:
-      raise ValueError(f'model.{key} ({config.model[key]}) must equal data.{key} '
-                       f'({config.data[key]}).')
+  base.check_model_matches_data(config)
   if config.data.name not in captions.CAPTION_SETS:
     raise ValueError(f'gan_int_cls trains on a caption dataset; data.name={config.data.name!r} '
                      f'is not one of: {", ".join(captions.CAPTION_SETS)}.')

@@ -74,10 +74,7 @@ def validate(config) -> None:
     raise ValueError(f'kl_warmup_steps must be >= 0; got {config.kl_warmup_steps!r}.')
   for name in ('elbo_samples', 'iwae_k', 'final_iwae_k', 'iwae_chunk', 'batch_size'):
     base.positive_int(f'eval.{name}', config.eval[name])
-  for key in ('resolution', 'channels'):
-    if config.model[key] != config.data[key]:
-      raise ValueError(f'model.{key} ({config.model[key]}) must equal data.{key} '
-                       f'({config.data[key]}).')
+  base.check_model_matches_data(config)
 
 
 def structure(config) -> dict:
@@ -263,16 +260,10 @@ def evaluate_params(config, model, params, images, labels=None, *, iwae_k: int |
       x = jnp.concatenate([x, jnp.repeat(x[:1], bs - m, 0)])
       y = None if y is None else jnp.concatenate([y, jnp.repeat(y[:1], bs - m, 0)])
     bkey = jax.random.fold_in(key, start)
-    e, ll, kl = (np.asarray(v, np.float64)[:m] for v in elbo_fn(params, x, y, bkey))
-    sums['elbo'] += e.sum()
-    sums['log_lik'] += ll.sum()
-    sums['kl'] += kl.sum()
+    for name, v in zip(('elbo', 'log_lik', 'kl'), elbo_fn(params, x, y, bkey)):
+      sums[name] += np.asarray(v, np.float64)[:m].sum()
     if iwae_k:
       iw = np.asarray(iwae_fn(params, x, y, jax.random.fold_in(bkey, 1), iwae_k), np.float64)
       sums['iwae'] += iw[:m].sum()
-  out = {k: v / n for k, v in sums.items()}
-  if not iwae_k:
-    del out['iwae']
-  out['num_examples'] = n
-  out['iwae_k'] = int(iwae_k or 0)
-  return out
+  out = {k: v / n for k, v in sums.items() if iwae_k or k != 'iwae'}
+  return dict(out, num_examples=n, iwae_k=int(iwae_k or 0))

@@ -134,29 +134,19 @@ def save(path, images01, ncol, scale=2):
 def write_figures(config, model, params, images, labels, out_dir, seed=0) -> list[str]:
   """All figures for a run into ``out_dir``; returns the paths written."""
   os.makedirs(out_dir, exist_ok=True)
-  written = []
-  take = min(len(images), 32)
-  lab = None if labels is None else labels[:take]
-  written.append(save(os.path.join(out_dir, 'reconstructions.png'),
-                      reconstructions(config, model, params, images[:take], lab), ncol=8))
-  written.append(save(os.path.join(out_dir, 'interpolations.png'),
-                      interpolations(config, model, params, images[:16],
-                                     None if labels is None else labels[:16]), ncol=10))
-  if num_classes(config):
-    n = num_classes(config)
-    written.append(save(os.path.join(out_dir, 'class_grid.png'),
-                        class_grid(config, model, params, seed=seed), ncol=10))
-    take = min(len(images), 10)
-    written.append(save(os.path.join(out_dir, 'rerender.png'),
-                        rerender(config, model, params, images[:take], labels[:take]),
-                        ncol=n + 1))
+  n = num_classes(config)
+  first = lambda k: (images[:k], None if labels is None else labels[:k])
+  figures = [  # (file, images in [0, 1], columns, scale)
+      ('reconstructions.png', reconstructions(config, model, params, *first(32)), 8, 2),
+      ('interpolations.png', interpolations(config, model, params, *first(16)), 10, 2)]
+  if n:
+    figures += [('class_grid.png', class_grid(config, model, params, seed=seed), 10, 2),
+                ('rerender.png', rerender(config, model, params, *first(10)), n + 1, 2)]
   else:
-    written.append(save(os.path.join(out_dir, 'samples.png'),
-                        generate(config, model, params, num=64, seed=seed), ncol=8))
+    figures.append(('samples.png', generate(config, model, params, num=64, seed=seed), 8, 2))
   if config.model.latent_dim == 2:
-    labels_to_draw = range(num_classes(config)) if num_classes(config) else [None]
-    for c in labels_to_draw:
+    for c in (range(n) if n else [None]):
       name = 'latent_grid.png' if c is None else f'latent_grid_class{c}.png'
-      written.append(save(os.path.join(out_dir, name),
-                          latent_grid(config, model, params, 20, c), ncol=20, scale=1))
-  return written
+      figures.append((name, latent_grid(config, model, params, 20, c), 20, 1))
+  return [save(os.path.join(out_dir, name), x, ncol=ncol, scale=scale)
+          for name, x, ncol, scale in figures]
