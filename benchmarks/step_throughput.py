@@ -26,9 +26,13 @@ Adam) timed the same way in both step orders (``--torch_orders``): 'fresh', D th
 with a fresh z for G (jaxgen's order, the same arithmetic as jaxgen's step), and 'shared',
 pytorch/examples ``main.py``'s order that reuses the D step's fake for the G update (one G
 forward per step instead of two). The ratios jaxgen / PyTorch of ms/step for DCGAN-64 at the
-same batch are reported against each. ``bench_torch_dfgan`` times ``benchmarks.torch_dfgan``
-(the released DF-GAN code's networks and step: D on real / mismatched / fake pairs + MA-GP,
-then G; any resolution, width and batch) the same way, for a DF-GAN row to set beside.
+same batch are reported against each. Every DF-GAN row (``dfgan64``, ``dfgan256``,
+``dfgan_cpu``) gets a PyTorch row beside it: ``benchmarks.torch_dfgan`` (the released DF-GAN
+code's networks and step: D on real / mismatched / fake pairs + MA-GP, then G) at the same
+resolution, widths, noise and sentence sizes and batch, and the ratio of the two. The PyTorch
+step takes random sentence vectors; jaxgen's step also runs its frozen caption encoder on the
+batch's captions (as the released training loop does outside its step), so the comparison is,
+if anything, tilted towards PyTorch.
 Results go to ``--out`` (markdown and JSON) with the machine they were measured on (CPU,
 versions, git commit, load average before and after).
 Benchmarks are not tests: nothing here asserts a time.
@@ -69,6 +73,18 @@ MODELS = {
                     'GAN-INT-CLS 32x32 (CPU default): widths 32, char-CNN-RNN 128-d, frozen'),
     'gan_int_cls64': ('gan_int_cls', 'gan_int_cls,paper', {},
                       "GAN-INT-CLS 64x64 at Reed's sizes: ngf=ndf=64, char-CNN-RNN 1024-d"),
+    'dfgan64': ('dfgan', 'paper,r64', {},
+                'DF-GAN 64x64 at the paper\'s width (ngf=ndf=32), bi-LSTM 256-d frozen, MA-GP'),
+    'dfgan256': ('dfgan', 'paper', {},
+                 'DF-GAN 256x256, the paper\'s networks (ngf=ndf=32), bi-LSTM 256-d frozen'),
+    'dfgan_cpu': ('dfgan', 'cpu', {}, 'DF-GAN 64x64 as trained here (ngf=ndf=8), batch 32'),
+    'stackgan1': ('stackgan', 'stage1,paper', {},
+                  "StackGAN Stage-I 64x64 at the paper's sizes, char-CNN-RNN 1024-d frozen"),
+    'stackgan2': ('stackgan', 'stage2,paper', {},
+                  "StackGAN Stage-II 64->256 at the paper's sizes (Stage-I G frozen)"),
+    'stackgan1_cpu': ('stackgan', 'stage1,cpu', {}, 'StackGAN Stage-I 64x64 as trained here'),
+    'stackgan2_cpu': ('stackgan', 'stage2,cpu', {},
+                      'StackGAN Stage-II 64->128 as trained here'),
     'vae': ('vae', 'digits', {}, 'VAE (MLP), 16x16 digits'),
     'vae_conv': ('vae', 'digits_conv', {}, 'VAE (conv encoder/decoder), digits'),
     'cvae': ('cvae', 'digits', {}, 'conditional VAE (MLP), digits'),
@@ -147,7 +163,23 @@ def get_config(name: str, batch_size: int | None = None):
   config.unlock()
   if batch_size:
     config.batch_size = batch_size
+  if config.family == 'stackgan' and config.stage == 2 and not config.stage1_from:
+    config.stage1_from = _stage1_stand_in(arg)
   return config
+
+
+def _stage1_stand_in(arg: str) -> str:
+  """A folder holding only the ``config.json`` of the Stage-I run that a Stage-II ``arg``
+  refines: Stage-II reads Stage-I's sizes from it. The step is timed on freshly initialised
+  networks, so no checkpoint is needed."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from jaxgen.engine import workdir  # pylint: disable=g-import-not-at-top
+  stage1 = importlib.import_module('experiments.configs.stackgan').get_config(
+      arg.replace('stage2', 'stage1'))
+  folder = tempfile.mkdtemp(prefix='stackgan_stage1_')
+  workdir.write_json(os.path.join(folder, 'config.json'), stage1.to_dict())
+  return folder
 
 
 def _timed_blocks(run_block, warmup: int, blocks: int, steps: int) -> list[float]:
@@ -178,12 +210,11 @@ def _memory(compiled) -> dict:
   return out
 
 
-def _captions(config, num: int) -> dict:
+def _captions(config, module, num: int) -> dict:
   """Tokenised jaxgen_shapes-style captions for a text-conditioned family's batch."""
   from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
-  from jaxgen.families import gan_int_cls  # pylint: disable=g-import-not-at-top
   from jaxgen.families import text_conditioning as tc  # pylint: disable=g-import-not-at-top
-  text = gan_int_cls.networks(config)[2]
+  text = module.text_to_image(config).text
   texts = [shapes.sample_example('train', i).captions[0] for i in range(num)]  # no pixels
   return tc.tokenize(text, texts)
 
@@ -204,7 +235,7 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
   batch = {'image': np.tanh(rng.normal(size=(per_step, *shape))).astype(np.float32),
            'label': rng.integers(0, 10, size=(per_step,)).astype(np.int32)}
   if 'caption_ids' in family.batch_keys:
-    batch.update(_captions(config, per_step))
+    batch.update(_captions(config, module, per_step))
   batch = {k: batch[k] for k in family.batch_keys}
   train_step = family.train_step
   state = jax.jit(lambda: family.init(jax.random.PRNGKey(config.seed)))()
@@ -296,7 +327,7 @@ def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
 
 def bench_torch_dfgan(warmup: int, blocks: int, steps: int, batch_size: int = 32,
                       resolution: int = 256, width: int = 32, device: str = 'cpu',
-                      nz: int = 100, cond_dim: int = 256) -> dict:
+                      nz: int = 100, cond_dim: int = 256, name: str = '') -> dict:
   """Times one ``torch_dfgan.train_step`` (the released DF-GAN step) like ``bench_torch``.
 
   ngf = ndf = ``width``, the paper's nz and sentence size by default; fresh noise and random
@@ -319,7 +350,7 @@ def bench_torch_dfgan(warmup: int, blocks: int, steps: int, batch_size: int = 32
 
   times = _timed_blocks(run_block, warmup, blocks, steps)
   sec = statistics.median(times)
-  row = {'model': f'dfgan{resolution}', 'impl': 'pytorch',
+  row = {'model': name or f'dfgan{resolution}', 'impl': 'pytorch',
          'what': (f'DF-GAN {resolution}x{resolution} (released code), ngf=ndf={width}, '
                   'MA-GP, eager'),
          'batch': batch_size, 'images_per_step': batch_size,
@@ -349,6 +380,17 @@ def dcgan_ratios(rows) -> dict:
       if ref:
         ratios[f'{r["model"]} / {label}, batch {r["batch"]}'] = (r['ms_per_step']
                                                                  / ref[0]['ms_per_step'])
+  return ratios
+
+
+def dfgan_ratios(rows) -> dict:
+  """ms/step of each jaxgen DF-GAN row / the PyTorch (released code) row of the same model."""
+  ratios = {}
+  for r in rows:
+    ref = [t for t in rows if t['impl'] == 'pytorch' and t['model'] == r['model']]
+    if r['impl'] == 'jaxgen' and r['model'].startswith('dfgan') and ref:
+      ratios[f'{r["model"]} / PyTorch DF-GAN (released code), batch {r["batch"]}'] = (
+          r['ms_per_step'] / ref[0]['ms_per_step'])
   return ratios
 
 
@@ -446,6 +488,8 @@ def main(argv=None):
   if use_torch and dcgan64:
     batches = sorted({get_config(m, args.batch_size).batch_size for m in dcgan64})
     jobs += [('torch', (b, o)) for b in batches for o in torch_orders]
+  if use_torch:  # The released DF-GAN step at the same sizes as each jaxgen DF-GAN row.
+    jobs += [('torch_dfgan', m) for m in models if MODELS[m][0] == 'dfgan']
   matmul = None
   if args.matmul_n:
     matmul = bench_matmul(args.warmup, args.blocks, args.steps, args.matmul_n)
@@ -456,6 +500,11 @@ def main(argv=None):
       row = bench_jax(what, args.warmup, args.blocks, args.steps, args.batch_size or None)
       if matmul:
         row['matmul_share'] = row['gflop_per_s'] / matmul['gflop_per_s']
+    elif kind == 'torch_dfgan':
+      c = get_config(what, args.batch_size or None)
+      row = bench_torch_dfgan(args.warmup, args.blocks, args.steps, c.batch_size,
+                              c.model.resolution, c.model.g_width, torch_device,
+                              c.model.latent_dim, c.model.cond_dim, name=what)
     else:
       batch, order = what
       row = bench_torch(args.warmup, args.blocks, args.steps, batch, torch_device,
@@ -463,7 +512,7 @@ def main(argv=None):
     rows.append(row)
     tqdm.write(f'{row["model"]:>14} {row["impl"]:<8} batch {row["batch"]:>4}: '
                f'{row["ms_per_step"]:8.1f} ms/step, {row["images_per_s"]:8.0f} images/s')
-  ratios = dcgan_ratios(rows)
+  ratios = {**dcgan_ratios(rows), **dfgan_ratios(rows)}
   matmul_end = None
   if args.matmul_n:  # Again after the models: how much the machine's speed drifted.
     matmul_end = bench_matmul(args.warmup, args.blocks, args.steps, args.matmul_n)

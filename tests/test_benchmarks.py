@@ -1,5 +1,6 @@
 """The step-throughput benchmark runs and writes its results (a smoke test; no timing asserted)."""
 import json
+import os
 
 import pytest
 
@@ -93,6 +94,58 @@ def test_text_conditioned_rows_get_caption_batches():
   assert row['model'] == 'gan_int_cls' and row['images_per_step'] == 4
   assert row['gflop_per_step'] > 0 and row['params'] > 0
   config = step_throughput.get_config('gan_int_cls')
-  caps = step_throughput._captions(config, 3)  # pylint: disable=protected-access
+  from jaxgen.families import gan_int_cls  # pylint: disable=g-import-not-at-top
+  caps = step_throughput._captions(config, gan_int_cls, 3)  # pylint: disable=protected-access
   assert caps['caption_ids'].shape == (3, config.data.max_caption_len)
   assert (caps['caption_len'] > 0).all()  # real captions, not padding
+
+
+def test_dfgan_ratio_pairs_each_row_with_pytorch_at_the_same_model():
+  rows = [{'model': 'dfgan256', 'impl': 'jaxgen', 'batch': 32, 'ms_per_step': 100.0},
+          {'model': 'dfgan256', 'impl': 'pytorch', 'batch': 32, 'ms_per_step': 400.0},
+          {'model': 'dfgan64', 'impl': 'pytorch', 'batch': 32, 'ms_per_step': 1.0},
+          {'model': 'dfgan_cpu', 'impl': 'jaxgen', 'batch': 32, 'ms_per_step': 3.0}]
+  assert step_throughput.dfgan_ratios(rows) == {
+      'dfgan256 / PyTorch DF-GAN (released code), batch 32': 0.25}
+
+
+def test_dfgan_rows_get_a_pytorch_row_of_the_same_sizes(tmp_path):
+  """``--models=dfgan_cpu`` times jaxgen's step and the released code's step at the config's
+  resolution, widths and batch, and reports their ratio."""
+  pytest.importorskip('torch')
+  out = str(tmp_path / 'bench')
+  assert step_throughput.main(['--models=dfgan_cpu', '--batch_size=2', '--warmup=0',
+                               '--blocks=1', '--steps=1', '--torch=yes', '--matmul_n=0',
+                               f'--out={out}']) == 0
+  with open(out + '.json') as f:
+    result = json.load(f)['result']
+  jax_row, torch_row = result['rows']
+  assert (jax_row['impl'], torch_row['impl']) == ('jaxgen', 'pytorch')
+  assert jax_row['model'] == torch_row['model'] == 'dfgan_cpu'
+  assert jax_row['batch'] == torch_row['batch'] == 2
+  assert torch_row['resolution'] == jax_row['resolution'] == '64x64x3'
+  # The same G and D: jaxgen's row also counts its caption encoder's parameters.
+  config = step_throughput.get_config('dfgan_cpu')
+  from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
+  config, module = loop.prepare(config)
+  import jax  # pylint: disable=g-import-not-at-top
+  state = jax.eval_shape(lambda: module.build(config, with_data=False).init(jax.random.key(0)))
+  text = sum(x.size for x in jax.tree.leaves(state.nets['text']['params']))
+  assert jax_row['params'] - text == torch_row['params']
+  (ratio,) = result['ratios'].values()
+  assert ratio == pytest.approx(jax_row['ms_per_step'] / torch_row['ms_per_step'])
+
+
+def test_stackgan_stage2_rows_need_no_stage1_run():
+  """Stage-II reads Stage-I's sizes from a stand-in config.json (the step is timed on fresh
+  networks), so the benchmark runs without a trained Stage-I."""
+  from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
+  for name, stage1_arg in (('stackgan2_cpu', 'stage1,cpu'), ('stackgan2', 'stage1,paper')):
+    config = step_throughput.get_config(name)
+    with open(os.path.join(config.stage1_from, 'config.json')) as f:
+      stage1 = json.load(f)
+    from experiments.configs import stackgan  # pylint: disable=g-import-not-at-top
+    assert stage1 == json.loads(stackgan.get_config(stage1_arg).to_json())
+    config, _ = loop.prepare(config)
+    assert config.model.g1_width == stage1['model']['g1_width']
+    assert config.model.resolution == config.model.stage2_resolution
