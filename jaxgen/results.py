@@ -408,8 +408,10 @@ def render_text_to_image(docs, paths) -> str:
     if family == 'gan_int_cls':
       name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
               (True, True): 'GAN-INT-CLS'}[t['cls'], t['interp']]
+    elif family == 'stackgan':
+      name = f'StackGAN Stage-{"I" * t.get("stage", 1)}'
     else:
-      name = {'stackgan': 'StackGAN', 'dfgan': 'DF-GAN'}.get(family, family)
+      name = {'dfgan': 'DF-GAN'}.get(family, family)
     params = r.get('parameters')
     rows.append([name, f'{t["resolution"]}', f'{r["step"]:,}',
                  *cells(r['test']['generated'], r['heldout']['generated']),
@@ -624,6 +626,19 @@ BLOCKS: dict[str, Block] = {
                f'--results=docs/results/gan_int_cls/{v}.json '
                f'--figure=docs/images/text_to_image_{v}.png')
         for v in ('gan', 'gan_cls', 'gan_int', 'gan_int_cls'))),
+    'text_to_image_models': Block(render_text_to_image, (
+        Source('docs/results/gan_int_cls/gan_int_cls.json',
+               'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/gan_int_cls '
+               '--results=docs/results/gan_int_cls/gan_int_cls.json '
+               '--figure=docs/images/text_to_image_gan_int_cls.png'),
+        *(Source(f'docs/results/{path}.json',
+                 f'python -m jaxgen.text_image_eval --workdir=runs/{path} --resolution=64 '
+                 f'{extra}--results=docs/results/{path}.json '
+                 f'--figure=docs/images/text_to_image_{figure}.png')
+          for path, figure, extra in (
+              ('stackgan/stage1', 'stackgan1', ''),
+              ('stackgan/stage2', 'stackgan2', '--text_encoder=runs/text_encoder/char_cnn_rnn '),
+              ('dfgan/cpu', 'dfgan', ''))))),
     'style_encoder': Block(render_style_encoder, (Source(
         'docs/results/gan_int_cls/style_encoder.json',
         'python -m experiments.style_encoder --config=experiments/configs/style_encoder.py '

@@ -157,7 +157,7 @@ def train_summary(workdir: str, config) -> dict:
         last = step
   model = config.model
   return {'family': config.family, 'cls': bool(config.get('cls', False)),
-          'interp': bool(config.get('interp', False)),
+          'interp': bool(config.get('interp', False)), 'stage': config.get('stage'),
           'num_steps': config.num_steps, 'batch_size': config.batch_size,
           'resolution': model.resolution, 'g_width': model.get('g_width'),
           'd_width': model.get('d_width'), 'text_encoder': config.text.encoder,

@@ -12,11 +12,11 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
   stage2  Stage-II: refines the images of the stage-1 run ``--config.stage1_from=<workdir>``
           (its g and text are imported frozen; its model and text fields copied).
   cpu     (the default sizes) the embedded ``jaxgen_shapes``, c_dim 64, batch 64. Stage-I at
-          widths 16 (GF_DIM = DF_DIM = 16: G 455k, D 208k parameters), 3,000 steps; Stage-II
-          64 -> 128 at widths 16 with 2 residual blocks (G 304k, D 1.03M), 500 steps. Each
-          stage about 30 minutes on a 2-core CPU: 0.43-0.79 s per Stage-I step and 2.3-4.2 s
-          per Stage-II step, measured at the lowest priority on a 2-core machine shared with
-          other jobs (the range is their load).
+          widths 16 (GF_DIM = DF_DIM = 16: G 455k, D 208k parameters), 2,000 steps; Stage-II
+          64 -> 128 at widths 16 with 2 residual blocks (G 304k, D 1.03M), 500 steps. On a
+          2-core CPU, Stage-I took 13 minutes (0.38 s per step) and Stage-II 19 minutes
+          (2.25 s per step), sharing the machine with a test run at the lowest priority
+          (docs/results/stackgan/stage1.json and stage2.json, ``train_seconds``).
   paper   the authors' sizes on ``jaxgen_shapes``: Stage-I GF_DIM 128 / DF_DIM 64, Stage-II
           64 -> 256 with 4 residual blocks, c_dim 128, z 100, the 1024-d char-CNN-RNN
           (``text_encoder.py:char_cnn_rnn,paper``), batch 64, 600 epochs per stage.
@@ -57,7 +57,7 @@ PAPER_EPOCHS = 600
 SHAPES_TRAIN_IMAGES = 4000
 CUB_TRAIN_IMAGES = 8855  # Reed's 150 train classes of CUB-200-2011 (StackGAN's train split).
 # About 30 minutes per stage on a 2-core CPU (module docstring).
-CPU_STEPS = {1: 3000, 2: 500}
+CPU_STEPS = {1: 2000, 2: 500}
 
 
 def stackgan_defaults() -> ml_collections.ConfigDict:
