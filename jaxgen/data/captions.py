@@ -285,8 +285,22 @@ def build_word_vocab(data_config, *, min_count: int = 1, max_size: int | None = 
                      max_len: int = 18):
   """A :class:`jaxgen.data.text.WordVocab` of the train split's captions."""
   from jaxgen.data import text  # pylint: disable=g-import-not-at-top
-  return text.WordVocab.build(split_captions(data_config, 'train'), min_count=min_count,
+  return text.WordVocab.build(_vocab_captions(data_config, 'train'), min_count=min_count,
                               max_size=max_size, max_len=max_len)
+
+
+def _vocab_captions(data_config, split: str) -> Iterator[str]:
+  """The captions of ``split`` for a vocabulary. The embedded set's come straight from its
+  generator (no rendering and no TFDS build, so no TensorFlow): the captions its builder
+  stores, in index order rather than the stored order, which a vocabulary does not depend on."""
+  validate(data_config)
+  if data_config.name != 'jaxgen_shapes' or data_config.get('builder_config') is not None:
+    yield from split_captions(data_config, split)
+    return
+  from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+  sizes = data_config.get('split_sizes') or shapes.SPLIT_SIZES
+  for i in range(sizes[split]):
+    yield from shapes.sample_example(split, i).captions
 
 
 def load_caption_split(data_config, split: str, tokenizer, max_examples: int | None = None,
