@@ -12,9 +12,11 @@ one G update per step for the GANs), timed on random batches already on the devi
   steps (each block ends with ``block_until_ready``); the spread (min-max over blocks) too;
 * images/s: batch size / (s/step) (real images consumed per step: batch x n_dis);
 * FLOP/s: XLA's cost analysis of the compiled step (``flops``) / (s/step);
-* memory: the device's peak bytes in use where the backend reports it (GPU/TPU), otherwise
-  XLA's buffer plan for the step (arguments + outputs + temporaries - aliased), and the
-  process's peak resident set size;
+* memory: XLA's buffer plan for the step (arguments + outputs + temporaries - aliased); on
+  a GPU/TPU the JSON also keeps the device's peak bytes in use so far
+  (``process_device_peak_mib``: the whole process's, compilation included, since JAX cannot
+  reset it between rows); a PyTorch row on CUDA gives CUDA's peak allocation, reset before
+  the row; and the process's peak resident set size;
 * share of matmul: the step's FLOP/s divided by the FLOP/s of a jitted float32
   ``--matmul_n`` x ``--matmul_n`` matrix product (2 n^3 FLOPs) timed the same way in the
   same run, before the models - how much of what this machine's XLA reaches on a plain
@@ -198,8 +200,8 @@ def _memory(compiled) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   out = {}
   stats = jax.devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    out['device_peak_mib'] = stats['peak_bytes_in_use'] / 2**20
+  if 'peak_bytes_in_use' in stats:  # The process's peak so far: JAX has no reset.
+    out['process_device_peak_mib'] = stats['peak_bytes_in_use'] / 2**20
   try:
     m = compiled.memory_analysis()
     planned = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
@@ -415,8 +417,9 @@ def format_table(rows, info, ratios, matmul=None, load_end=None, matmul_end=None
             '| GFLOP/s | share of matmul | memory (MiB) | params |',
             '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
-    mem = r.get('device_peak_mib', r.get('xla_planned_mib'))
-    mem_s = _fmt(mem, '.0f') + (' (XLA plan)' if 'device_peak_mib' not in r and mem else '')
+    mem = r.get('xla_planned_mib', r.get('device_peak_mib'))
+    mem_s = _fmt(mem, '.0f') + (' (XLA plan)' if 'xla_planned_mib' in r else
+                                ' (CUDA peak)' if mem else '')
     lines.append(
         f'| {r["model"]} | {r["impl"]} | {r["batch"]} | {_fmt(r["compile_s"], ".1f")} | '
         f'{r["ms_per_step"]:.1f} ({r["ms_min"]:.1f}-{r["ms_max"]:.1f}) | '

@@ -461,10 +461,14 @@ def render_step_throughput(docs, paths) -> str:
     r = payload(doc)
     rows = []
     for x in r.get('rows', []):
+      # A jaxgen row's own memory is XLA's plan for its step: JAX's device peak counts the
+      # whole process (compilation's autotuning included) and cannot be reset between rows.
+      # A PyTorch row's is CUDA's peak allocation, reset before the row.
       mem = x.get('peak_mib') or x.get('memory_mib')
       mem_cell = (_num(mem, 0) if mem is not None else
                   f'{_num(x["xla_planned_mib"], 0)} (XLA plan)' if x.get('xla_planned_mib')
-                  else '')
+                  else f'{_num(x["device_peak_mib"], 0)} (CUDA peak)'
+                  if x.get('device_peak_mib') and x['impl'] != 'jaxgen' else '')
       rows.append([f'`{x["model"]}`', x['impl'], x['batch'],
                    _num(x.get('compile_s'), 1) if x.get('compile_s') is not None else '',
                    f'{_num(x["ms_per_step"], 1)} ({_num(x.get("ms_min"), 1)}-'
@@ -475,7 +479,7 @@ def render_step_throughput(docs, paths) -> str:
                    mem_cell, f'{x.get("params", 0):,}'])
     head = ['model', 'impl', 'batch', 'compile (s)', 'ms/step (min-max)', 'images/s',
             'GFLOP/step', 'GFLOP/s', 'share of matmul', 'memory (MiB)', 'params']
-    out.append(_table(head, rows))
+    out.append(('\n' if out else '') + _table(head, rows))
     m, m_end = r.get('matmul') or {}, r.get('matmul_end') or {}
     if m:
       out.append(f'\nA jitted float32 {m["n"]}x{m["n"]} matmul: {_num(m["gflop_per_s"], 1)} '
@@ -602,6 +606,16 @@ BLOCKS: dict[str, Block] = {
                'python -m benchmarks.step_throughput --models=gan_int_cls,gan_int_cls64 '
                '--torch=no --warmup=2 --blocks=5 --steps=3 '
                '--out=benchmarks/results/step_throughput_text_to_image_cpu'),
+    )),
+    'step_throughput_gpu': Block(render_step_throughput, (
+        Source('benchmarks/results/step_throughput_gpu.json',
+               'python -m benchmarks.step_throughput --models=dcgan64,dcgan64_shared,sngan,'
+               'dcgan32 --warmup=3 --blocks=5 --steps=10 --matmul_n=8192 '
+               '--out=benchmarks/results/step_throughput_gpu'),
+        Source('benchmarks/results/step_throughput_text_to_image_gpu.json',
+               'python -m benchmarks.step_throughput --models=gan_int_cls64,dfgan64,dfgan256,'
+               'stackgan1,stackgan2 --warmup=3 --blocks=5 --steps=10 --matmul_n=8192 '
+               '--out=benchmarks/results/step_throughput_text_to_image_gpu'),
     )),
     'compare_sn': Block(render_compare_sn, (
         Source('docs/results/compare_sn/digits.json',
