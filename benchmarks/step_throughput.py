@@ -174,12 +174,15 @@ def _stage1_stand_in(arg: str) -> str:
   """A folder holding only the ``config.json`` of the Stage-I run that a Stage-II ``arg``
   refines: Stage-II reads Stage-I's sizes from it. The step is timed on freshly initialised
   networks, so no checkpoint is needed."""
+  import atexit  # pylint: disable=g-import-not-at-top
   import importlib  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
   from jaxgen.engine import workdir  # pylint: disable=g-import-not-at-top
   stage1 = importlib.import_module('experiments.configs.stackgan').get_config(
       arg.replace('stage2', 'stage1'))
   folder = tempfile.mkdtemp(prefix='stackgan_stage1_')
+  atexit.register(shutil.rmtree, folder, True)
   workdir.write_json(os.path.join(folder, 'config.json'), stage1.to_dict())
   return folder
 
