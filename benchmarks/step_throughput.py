@@ -79,7 +79,14 @@ MODELS = {
                 'DF-GAN 64x64 at the paper\'s width (ngf=ndf=32), bi-LSTM 256-d frozen, MA-GP'),
     'dfgan256': ('dfgan', 'paper', {},
                  'DF-GAN 256x256, the paper\'s networks (ngf=ndf=32), bi-LSTM 256-d frozen'),
-    'dfgan_cpu': ('dfgan', 'cpu', {}, 'DF-GAN 64x64 as trained here (ngf=ndf=8), batch 32'),
+    'dfgan64_fast': ('dfgan', 'paper,r64', {'model.conv_impl': 'fast'},
+                     'DF-GAN 64x64 at the paper\'s width, D\'s strided convs by fast conv'),
+    'dfgan256_fast': ('dfgan', 'paper', {'model.conv_impl': 'fast'},
+                      'DF-GAN 256x256, the paper\'s networks, D\'s strided convs by fast conv'),
+    'dfgan_cpu': ('dfgan', 'cpu', {}, 'DF-GAN 64x64 as trained here (ngf=ndf=8, fast conv), '
+                  'batch 32'),
+    'dfgan_cpu_plain': ('dfgan', 'cpu', {'model.conv_impl': 'plain'},
+                        'DF-GAN 64x64 as trained here, flax nn.Conv'),
     'stackgan1': ('stackgan', 'stage1,paper', {},
                   "StackGAN Stage-I 64x64 at the paper's sizes, char-CNN-RNN 1024-d frozen"),
     'stackgan2': ('stackgan', 'stage2,paper', {},
@@ -388,11 +395,21 @@ def dcgan_ratios(rows) -> dict:
   return ratios
 
 
+def dfgan_sizes(name: str, batch_size: int | None = None) -> list[int]:
+  """[resolution, ngf, ndf, batch, nz, cond_dim] of a DF-GAN benchmark model: the sizes that
+  the released PyTorch step is built at (one PyTorch row serves every jaxgen row of them)."""
+  c = get_config(name, batch_size)
+  m = c.model
+  return [m.resolution, m.g_width, m.d_width, c.batch_size, m.latent_dim, m.cond_dim]
+
+
 def dfgan_ratios(rows) -> dict:
-  """ms/step of each jaxgen DF-GAN row / the PyTorch (released code) row of the same model."""
+  """ms/step of each jaxgen DF-GAN row / the PyTorch (released code) row of the same sizes
+  (``dfgan_sizes``; rows without sizes pair by model name)."""
   ratios = {}
   for r in rows:
-    ref = [t for t in rows if t['impl'] == 'pytorch' and t['model'] == r['model']]
+    ref = [t for t in rows if t['impl'] == 'pytorch' and (
+        t['model'] == r['model'] if 'sizes' not in r else t.get('sizes') == r['sizes'])]
     if r['impl'] == 'jaxgen' and r['model'].startswith('dfgan') and ref:
       ratios[f'{r["model"]} / PyTorch DF-GAN (released code), batch {r["batch"]}'] = (
           r['ms_per_step'] / ref[0]['ms_per_step'])
@@ -494,8 +511,13 @@ def main(argv=None):
   if use_torch and dcgan64:
     batches = sorted({get_config(m, args.batch_size).batch_size for m in dcgan64})
     jobs += [('torch', (b, o)) for b in batches for o in torch_orders]
-  if use_torch:  # The released DF-GAN step at the same sizes as each jaxgen DF-GAN row.
-    jobs += [('torch_dfgan', m) for m in models if MODELS[m][0] == 'dfgan']
+  sizes = {m: dfgan_sizes(m, args.batch_size or None) for m in models
+           if MODELS[m][0] == 'dfgan'}
+  if use_torch:  # The released DF-GAN step once at the sizes of each jaxgen DF-GAN row.
+    first = {}
+    for m, size in sizes.items():
+      first.setdefault(tuple(size), m)
+    jobs += [('torch_dfgan', m) for m in first.values()]
   matmul = None
   if args.matmul_n:
     matmul = bench_matmul(args.warmup, args.blocks, args.steps, args.matmul_n)
@@ -504,13 +526,17 @@ def main(argv=None):
   for kind, what in tqdm(jobs, desc='benchmark', unit='model'):
     if kind == 'jax':
       row = bench_jax(what, args.warmup, args.blocks, args.steps, args.batch_size or None)
+      if what in sizes:
+        row['sizes'] = sizes[what]
       if matmul:
         row['matmul_share'] = row['gflop_per_s'] / matmul['gflop_per_s']
     elif kind == 'torch_dfgan':
       c = get_config(what, args.batch_size or None)
       row = bench_torch_dfgan(args.warmup, args.blocks, args.steps, c.batch_size,
                               c.model.resolution, c.model.g_width, torch_device,
-                              c.model.latent_dim, c.model.cond_dim, name=what)
+                              c.model.latent_dim, c.model.cond_dim,
+                              name=what.removesuffix('_fast').removesuffix('_plain'))
+      row['sizes'] = sizes[what]
     else:
       batch, order = what
       row = bench_torch(args.warmup, args.blocks, args.steps, batch, torch_device,

@@ -109,6 +109,21 @@ def test_dfgan_ratio_pairs_each_row_with_pytorch_at_the_same_model():
       'dfgan256 / PyTorch DF-GAN (released code), batch 32': 0.25}
 
 
+def test_dfgan_rows_of_the_same_sizes_share_one_pytorch_row():
+  size64 = step_throughput.dfgan_sizes('dfgan64')
+  assert size64 == step_throughput.dfgan_sizes('dfgan64_fast') == [64, 32, 32, 32, 100, 256]
+  assert step_throughput.dfgan_sizes('dfgan_cpu') != size64
+  rows = [{'model': 'dfgan64', 'impl': 'jaxgen', 'batch': 32, 'ms_per_step': 2.0,
+           'sizes': size64},
+          {'model': 'dfgan64_fast', 'impl': 'jaxgen', 'batch': 32, 'ms_per_step': 1.0,
+           'sizes': size64},
+          {'model': 'dfgan64', 'impl': 'pytorch', 'batch': 32, 'ms_per_step': 4.0,
+           'sizes': size64}]
+  assert step_throughput.dfgan_ratios(rows) == {
+      'dfgan64 / PyTorch DF-GAN (released code), batch 32': 0.5,
+      'dfgan64_fast / PyTorch DF-GAN (released code), batch 32': 0.25}
+
+
 def test_dfgan_rows_get_a_pytorch_row_of_the_same_sizes(tmp_path):
   """``--models=dfgan_cpu`` times jaxgen's step and the released code's step at the config's
   resolution, widths and batch, and reports their ratio."""

@@ -373,6 +373,10 @@ def test_unsupported_resolution_is_a_clear_error():
 def test_config_errors():
   g, d = dfgan.make_networks(cfg())
   assert (g.resolution, g.width, g.residual_gamma, d.width) == (64, 32, False, 32)
+  assert d.conv_impl == 'plain' and dfgan.make_networks(cfg(conv_impl='fast'))[1].conv_impl == (
+      'fast')
+  with pytest.raises(ValueError, match="Unknown model.conv_impl 'cudnn'; accepted: plain, fast"):
+    dfgan.make_networks(cfg(conv_impl='cudnn'))
   with pytest.raises(ValueError, match='model.g_width must be a positive integer; got 0'):
     dfgan.make_networks(cfg(g_width=0))
   with pytest.raises(ValueError, match='model.residual_gamma must be True or False'):

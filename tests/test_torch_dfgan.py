@@ -145,11 +145,11 @@ def jaxgen_params(res=RES, width=WIDTH, seed=0, residual_gamma=False):
   return fill(g_shapes), fill(d_shapes)
 
 
-def make_jax_step():
+def make_jax_step(conv_impl='plain'):
   """``step(gp, dp, g_opt, d_opt, z, s, real) -> (gp, dp, g_opt, d_opt, metrics)``: the
   released step composed from jaxgen's networks and losses (real images NHWC)."""
   g = dfgan.Generator(RES, NC, WIDTH)
-  d = dfgan.MatchingDiscriminator(RES, WIDTH)
+  d = dfgan.MatchingDiscriminator(RES, WIDTH, conv_impl)
   g_tx = optax.adam(LR_G, b1=B1, b2=B2, eps=ADAM_EPS)
   d_tx = optax.adam(LR_D, b1=B1, b2=B2, eps=ADAM_EPS)
 
@@ -383,13 +383,16 @@ def test_forward_passes_match_jaxgen():
 # ---------------------------------------------------------------------------- train step
 
 
+# 'fast': D's strided convolutions by jaxgen.nn.fast_conv, whose input-gradient (and MA-GP's
+# derivative of it) sums the same products in another order, so the same rounding bounds hold.
 @pytest.mark.filterwarnings('ignore:TF32 acceleration on top of oneDNN')
-def test_train_steps_match_jaxgen_networks_and_losses():
+@pytest.mark.parametrize('conv_impl', ['plain', 'fast'])
+def test_train_steps_match_jaxgen_networks_and_losses(conv_impl):
   g_vars, d_vars = jaxgen_params()
   zs, ss, reals = _data()
   with torch.backends.mkldnn.flags(enabled=False):
     ref = run_torch(g_vars, d_vars, zs, ss, reals)
-  step, g_tx, d_tx = make_jax_step()
+  step, g_tx, d_tx = make_jax_step(conv_impl)
   params = {'g': g_vars['params'], 'd': d_vars['params']}
   opts = {'g': g_tx.init(params['g']), 'd': d_tx.init(params['d'])}
   check = _Check()

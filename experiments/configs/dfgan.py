@@ -11,12 +11,14 @@
 
 Variants (``:<name>``, comma-separated, the later ones overriding):
   cpu    (default) 64x64 on the embedded ``jaxgen_shapes``, widths 8 (ngf = ndf = 8), the CPU
-         char-CNN-RNN (128-d, as ``gan_int_cls.py``'s default), the official batch of 32,
+         char-CNN-RNN (128-d, as ``gan_int_cls.py``'s default), D's strided convolutions by
+         ``jaxgen.nn.fast_conv`` (``model.conv_impl='fast'``), the official batch of 32,
          2,000 steps (16 epochs): about 37 minutes on the 2-core CPU at the 1.1 s/step
          measured with ``nice`` while the machine was shared (a training run and other jobs
          beside it, load average about 3); 2.6 s/step when it was busier (load about 9).
   r64, r128, r256  the output resolution (model and data), e.g. ``r128`` or ``paper,r64``.
   paper  the paper's networks: 256x256, widths 32 (``nf: 32`` of the official configs),
+         flax's own convolutions (``conv_impl='plain'``: cuDNN runs them well),
          z 100, the DAMSM bi-LSTM sentence encoder (300-d words, 128 units per direction,
          256-d sentences; ``text_encoder.py:bilstm,paper``), batch 32, the official
          optimisers; on ``jaxgen_shapes`` for as many epochs as the CUB run (1,300 of the
@@ -104,7 +106,7 @@ def dfgan_defaults() -> ml_collections.ConfigDict:
   # cond_dim: the sentence size of config.text (set in get_config).
   c.model = ml_collections.ConfigDict(dict(
       resolution=64, channels=3, latent_dim=100, cond_dim=128, g_width=8, d_width=8,
-      residual_gamma=False))
+      residual_gamma=False, conv_impl='fast'))
   # manual_dir: CUB / Oxford-102 sources. embeddings_dir, embedding_dim: precomputed caption
   # embeddings and their size (text.encoder='precomputed').
   c.data = ml_collections.ConfigDict(dict(
@@ -145,6 +147,9 @@ def get_config(arg: str = 'cpu'):
     elif name in ('paper', 'cub', 'coco'):
       c.model.resolution = c.data.resolution = 256
       c.model.g_width = c.model.d_width = PAPER_WIDTH
+      # The GPU step times (docs/benchmarks.md) are flax's own convolutions', which cuDNN
+      # runs well; 'fast' is for XLA:CPU.
+      c.model.conv_impl = 'plain'
       c.batch_size = OFFICIAL_BATCH
       c.checkpoint_every = 5000
       c.log_every = 100

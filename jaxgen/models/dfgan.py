@@ -25,7 +25,10 @@ Building blocks, each a pure flax module:
   noise also modulates every block.
 * :class:`Discriminator` ``images -> features [B, 4, 4, 8 * width]``: a 3x3 conv to
   ``width`` channels and residual :class:`DownBlock` s (``D_Block``) halving the size to 4x4
-  with channels ``width * min(2**i, 8)``.
+  with channels ``width * min(2**i, 8)``. ``conv_impl='fast'`` computes the blocks' stride-2
+  convolutions with :class:`jaxgen.nn.fast_conv.Conv` (same parameters, same numbers up to
+  float rounding): MA-GP differentiates D's input-gradient, and XLA:CPU computes the
+  input-gradient of a strided convolution, and its derivative, with a slow generic loop.
 * :class:`DiscriminatorHead` (``NetC``) ``(features, s) -> logits [B]``: the sentence vector
   is replicated over the 4x4 grid and concatenated to the features; 3x3 conv to
   ``2 * width``, LeakyReLU(0.2), 4x4 valid conv to one logit. Split from the feature
@@ -59,7 +62,8 @@ RESOLUTIONS = (64, 128, 256)
 # Optional model.* fields and their defaults (required: resolution, channels, latent_dim,
 # cond_dim, g_width, d_width). The paper's networks: latent_dim 100, cond_dim 256 (the DAMSM
 # sentence vector), g_width = d_width = 32, resolution 256.
-DEFAULTS = dict(residual_gamma=False)
+DEFAULTS = dict(residual_gamma=False, conv_impl='plain')
+CONV_IMPLS = ('plain', 'fast')
 LEAK = 0.2
 
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for Linear and Conv2d weights
@@ -82,11 +86,18 @@ def _dense(features: int, fan_in: int, name: str, kernel_init=None, bias_init=No
 
 
 def _conv(x, features: int, kernel: int, name: str, stride: int = 1, padding=None,
-          use_bias: bool = True):
-  """A PyTorch-initialised convolution; ``padding`` defaults to (kernel - 1) // 2 a side."""
+          use_bias: bool = True, conv_impl: str = 'plain'):
+  """A PyTorch-initialised convolution; ``padding`` defaults to (kernel - 1) // 2 a side.
+  ``conv_impl='fast'``: :class:`jaxgen.nn.fast_conv.Conv` (only differs for stride > 1)."""
   pad = (kernel - 1) // 2 if padding is None else padding
   fan_in = x.shape[-1] * kernel * kernel
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+  conv = nn.Conv
+  if conv_impl == 'fast':
+    from jaxgen.nn import fast_conv  # pylint: disable=g-import-not-at-top
+    conv = fast_conv.Conv
+  elif conv_impl != 'plain':
+    raise ValueError(f'Unknown conv_impl {conv_impl!r}; accepted: {", ".join(CONV_IMPLS)}.')
+  return conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias,
                  kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
                  name=name)(x)
@@ -177,11 +188,12 @@ class Generator(nn.Module):
 class DownBlock(nn.Module):
   """avgpool2(shortcut(x)) + gamma * [conv4x4/2, LReLU, conv3x3, LReLU](x), gamma from 0."""
   features: int
+  conv_impl: str = 'plain'
 
   @nn.compact
   def __call__(self, x):
     r = nn.leaky_relu(_conv(x, self.features, 4, 'conv_r0', stride=2, padding=1,
-                            use_bias=False), LEAK)
+                            use_bias=False, conv_impl=self.conv_impl), LEAK)
     r = nn.leaky_relu(_conv(r, self.features, 3, 'conv_r1', use_bias=False), LEAK)
     if x.shape[-1] != self.features:
       x = _conv(x, self.features, 1, 'conv_s')
@@ -193,6 +205,7 @@ class Discriminator(nn.Module):
   """Images [B, r, r, C] -> features [B, 4, 4, 8 * width]."""
   resolution: int = 256
   width: int = 32
+  conv_impl: str = 'plain'
 
   @nn.compact
   def __call__(self, x):
@@ -203,7 +216,7 @@ class Discriminator(nn.Module):
     mults = channel_multipliers(self.resolution)[::-1]
     h = _conv(x.astype(jnp.float32), self.width * mults[0], 3, 'conv_img')
     for i, m in enumerate(mults[1:]):
-      h = DownBlock(self.width * m, name=f'block{i}')(h)
+      h = DownBlock(self.width * m, self.conv_impl, name=f'block{i}')(h)
     return h
 
 
@@ -232,9 +245,11 @@ class MatchingDiscriminator(nn.Module):
   """
   resolution: int = 256
   width: int = 32
+  conv_impl: str = 'plain'
 
   def setup(self):
-    self.feature_net = Discriminator(self.resolution, self.width, name='features')
+    self.feature_net = Discriminator(self.resolution, self.width, self.conv_impl,
+                                     name='features')
     self.head_net = DiscriminatorHead(self.width, name='head')
 
   def features(self, x):
@@ -266,6 +281,9 @@ def check(cfg) -> None:
   if not isinstance(cfg.residual_gamma, bool):
     raise ValueError(f'model.residual_gamma must be True or False; got '
                      f'{cfg.residual_gamma!r}.')
+  if cfg.conv_impl not in CONV_IMPLS:
+    raise ValueError(f'Unknown model.conv_impl {cfg.conv_impl!r}; accepted: '
+                     f'{", ".join(CONV_IMPLS)}.')
 
 
 def make_networks(cfg):
@@ -273,5 +291,5 @@ def make_networks(cfg):
   check(cfg)
   cfg = with_defaults(cfg, DEFAULTS)
   g = Generator(cfg.resolution, cfg.channels, cfg.g_width, cfg.residual_gamma)
-  d = MatchingDiscriminator(cfg.resolution, cfg.d_width)
+  d = MatchingDiscriminator(cfg.resolution, cfg.d_width, cfg.conv_impl)
   return g, d
