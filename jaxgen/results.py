@@ -610,6 +610,10 @@ BLOCKS: dict[str, Block] = {
                'python -m benchmarks.step_throughput --models=dfgan_cpu,stackgan1_cpu,'
                'stackgan2_cpu,dfgan64,stackgan1,dfgan256,stackgan2 --warmup=1 --blocks=2 '
                '--steps=1 --out=benchmarks/results/step_throughput_text_to_image_ii_cpu'),
+        Source('benchmarks/results/step_throughput_dfgan_cpu.json',
+               'python -m benchmarks.step_throughput --models=dfgan_cpu,dfgan_cpu_plain,'
+               'dfgan64_fast,dfgan64,dfgan256_fast --warmup=1 --blocks=3 --steps=1 '
+               '--out=benchmarks/results/step_throughput_dfgan_cpu'),
     )),
     'step_throughput_gpu': Block(render_step_throughput, (
         Source('benchmarks/results/step_throughput_gpu.json',

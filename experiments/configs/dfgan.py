@@ -13,9 +13,10 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
   cpu    (default) 64x64 on the embedded ``jaxgen_shapes``, widths 8 (ngf = ndf = 8), the CPU
          char-CNN-RNN (128-d, as ``gan_int_cls.py``'s default), D's strided convolutions by
          ``jaxgen.nn.fast_conv`` (``model.conv_impl='fast'``), the official batch of 32,
-         2,000 steps (16 epochs): about 37 minutes on the 2-core CPU at the 1.1 s/step
-         measured with ``nice`` while the machine was shared (a training run and other jobs
-         beside it, load average about 3); 2.6 s/step when it was busier (load about 9).
+         2,000 steps (16 epochs). The step measured 0.45 s on the quiet 2-core CPU
+         (``benchmarks/results/step_throughput_dfgan_cpu.json``; 0.80 s with
+         ``conv_impl='plain'``), so the steps take about 15 minutes there, plus the periodic
+         samples and checkpoints.
   r64, r128, r256  the output resolution (model and data), e.g. ``r128`` or ``paper,r64``.
   paper  the paper's networks: 256x256, widths 32 (``nf: 32`` of the official configs),
          flax's own convolutions (``conv_impl='plain'``: cuDNN runs them well),
