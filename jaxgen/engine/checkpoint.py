@@ -63,7 +63,7 @@ def restore(manager: ocp.CheckpointManager, target, step: int | None = None):
 def _restore_step(manager, target, step):
   target_dict = flax.serialization.to_state_dict(target)
 
-  def abstract(x):
+  def abstract(x):  # target: arrays, or ShapeDtypeStructs with a sharding
     if isinstance(x, jax.Array):
       return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
     return x
