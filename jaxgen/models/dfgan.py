@@ -56,14 +56,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.models import with_defaults
+from jaxgen.models import dcgan, with_defaults
 
 RESOLUTIONS = (64, 128, 256)
 # Optional model.* fields and their defaults (required: resolution, channels, latent_dim,
 # cond_dim, g_width, d_width). The paper's networks: latent_dim 100, cond_dim 256 (the DAMSM
 # sentence vector), g_width = d_width = 32, resolution 256.
 DEFAULTS = dict(residual_gamma=False, conv_impl='plain')
-CONV_IMPLS = ('plain', 'fast')
+CONV_IMPLS = dcgan.CONV_IMPLS
 LEAK = 0.2
 
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for Linear and Conv2d weights
@@ -91,16 +91,10 @@ def _conv(x, features: int, kernel: int, name: str, stride: int = 1, padding=Non
   ``conv_impl='fast'``: :class:`jaxgen.nn.fast_conv.Conv` (only differs for stride > 1)."""
   pad = (kernel - 1) // 2 if padding is None else padding
   fan_in = x.shape[-1] * kernel * kernel
-  conv = nn.Conv
-  if conv_impl == 'fast':
-    from jaxgen.nn import fast_conv  # pylint: disable=g-import-not-at-top
-    conv = fast_conv.Conv
-  elif conv_impl != 'plain':
-    raise ValueError(f'Unknown conv_impl {conv_impl!r}; accepted: {", ".join(CONV_IMPLS)}.')
+  conv, _ = dcgan.conv_layers(conv_impl)
   return conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                 kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
-                 name=name)(x)
+              padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+              kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), name=name)(x)
 
 
 def channel_multipliers(resolution: int) -> tuple[int, ...]:
