@@ -134,13 +134,18 @@ def train_and_evaluate(config, workdir: str):
   workdir_lib.check_same_run(config, workdir, module.structure)
   family = module.build(config)
   init = lambda: family.init(jax.random.PRNGKey(config.seed))
-  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(init)))
+  shapes = jax.eval_shape(init)
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
   workdir_lib.check_writable(workdir, state_bytes, config.keep_checkpoints)
 
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   init_fn = jax.jit(init, out_shardings=replicated)
-  state = init_fn()
+  # A resume restores into the abstract state: the init is compiled and run only for a first
+  # start, a run whose checkpoints all fail to restore, or a rollback (on XLA:CPU compiling a
+  # family's init alone took 6-25 s at the tests' tiny sizes).
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          shapes)
   # The dataset is opened before the checkpoint manager exists, so a missing dataset fails
   # before anything is written (and tfds.testing.mock_data, which patches the file system
   # while a dataset is opened, never overlaps orbax's background threads).
@@ -149,13 +154,17 @@ def train_and_evaluate(config, workdir: str):
   open_data = lambda position: source.make_dataset(
       config.data, config.data.split, local_bs, seed=config.seed, start_step=position)
   position = checkpoint.latest_listed_step(workdir)
+  state = None if position else init_fn()
   if not position and config.init_from:  # A first start: import before reading any data.
     state = imports.import_nets(state, config.init_from, replicated)
   data = open_data(position)
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
-  restored = checkpoint.restore(manager, state)  # A checkpoint always wins over imports.
+  # A checkpoint always wins over imports.
+  restored = checkpoint.restore(manager, abstract if state is None else state)
   if restored is not None:
     state = restored
+  elif state is None:
+    state = init_fn()
   step = int(state.step)
   if step + int(state.data_offset) != position:  # The listing and orbax disagree.
     data = open_data(step + int(state.data_offset))
