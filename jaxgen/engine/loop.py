@@ -134,18 +134,14 @@ def train_and_evaluate(config, workdir: str):
   workdir_lib.check_same_run(config, workdir, module.structure)
   family = module.build(config)
   init = lambda: family.init(jax.random.PRNGKey(config.seed))
-  shapes = jax.eval_shape(init)
-  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
-  workdir_lib.check_writable(workdir, state_bytes, config.keep_checkpoints)
-
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
-  init_fn = jax.jit(init, out_shardings=replicated)
   # A resume restores into the abstract state: the init is compiled and run only for a first
-  # start, a run whose checkpoints all fail to restore, or a rollback (on XLA:CPU compiling a
-  # family's init alone took 6-25 s at the tests' tiny sizes).
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                          shapes)
+  # start, a run whose checkpoints all fail to restore, or a rollback.
+  abstract = checkpoint.abstract_state(init, replicated)
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+  workdir_lib.check_writable(workdir, state_bytes, config.keep_checkpoints)
+  init_fn = jax.jit(init, out_shardings=replicated)
   # The dataset is opened before the checkpoint manager exists, so a missing dataset fails
   # before anything is written (and tfds.testing.mock_data, which patches the file system
   # while a dataset is opened, never overlaps orbax's background threads).

@@ -17,11 +17,8 @@ def restore_run(workdir: str, step: int | None = None, *, family: str | None = N
   if family is not None and config.family != family:
     raise ValueError(f'{workdir!r} holds a {config.family!r} run; this needs a {family!r} run.')
   fam = module.build(config, **(build_kwargs or {}))
-  # Shapes, dtypes and one device are all a restore needs: no init is compiled or run (on
-  # XLA:CPU compiling a family's init alone took 6-25 s at the tests' tiny sizes).
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        jax.eval_shape(lambda: fam.init(jax.random.PRNGKey(config.seed))))
+  target = checkpoint.abstract_state(lambda: fam.init(jax.random.PRNGKey(config.seed)),
+                                     jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
   manager = checkpoint.make_manager(workdir, config.keep_checkpoints, create=False)
   try:
     state = checkpoint.restore(manager, target, step)
