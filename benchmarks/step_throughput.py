@@ -250,7 +250,7 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
     batch.update(_captions(config, module, per_step))
   batch = {k: batch[k] for k in family.batch_keys}
   train_step = family.train_step
-  state = jax.jit(lambda: family.init(jax.random.PRNGKey(config.seed)))()
+  state = base.jit_init(family, config.seed)()
   batch = jax.device_put(batch)
   step = jax.jit(train_step, donate_argnums=0)
   t0 = time.perf_counter()

@@ -109,6 +109,7 @@ def train_and_dump(config, workdir):
   import jax  # pylint: disable=g-import-not-at-top
   from jaxgen.data import pipeline  # pylint: disable=g-import-not-at-top
   from jaxgen.engine import loop  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import base  # pylint: disable=g-import-not-at-top
 
   with contextlib.ExitStack() as stack:
     n = int(os.environ.get(EMULATE_ENV, '0'))
@@ -121,7 +122,7 @@ def train_and_dump(config, workdir):
   resolved, module = loop.prepare(config)
   family = module.build(resolved, with_data=False)
   # Process-local: no cross-process program.
-  init = jax.jit(lambda: family.init(jax.random.PRNGKey(resolved.seed)))()
+  init = base.jit_init(family, resolved.seed)()
   np.savez(os.path.join(workdir, f'init_p{p}.npz'), **named_leaves(init))
   np.savez(os.path.join(workdir, f'final_p{p}.npz'), **named_leaves(state))
   info = {'process_index': p, 'process_count': jax.process_count(),

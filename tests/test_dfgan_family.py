@@ -199,7 +199,7 @@ def test_steps_through_the_engine_match_a_recomputation_and_resume_bitwise(tfds_
 
   config, module = loop.prepare(cfg(2))
   family = module.build(config)
-  init = jax.jit(family.init)(jax.random.PRNGKey(config.seed))
+  init = base.jit_init(family, config.seed)()
   assert 'opt' not in full.nets['text']
   assert_bitwise_equal(full.nets['text'], init.nets['text'])  # frozen: never changes
   generator, discriminator, text = dfgan.networks(config)

@@ -11,7 +11,7 @@ from experiments import gan_2d, gan_2d_report
 from experiments.configs import gan_2d as gan_2d_cfg
 from jaxgen import models
 from jaxgen.data import pipeline, toy2d
-from jaxgen.families import gan
+from jaxgen.families import base, gan
 
 TINY = ['model.g_hidden=(8, 8)', 'model.d_hidden=(8, 8)', 'model.maxout_pieces=2',
         'batch_size=16', 'num_steps=6', 'log_every=3', 'checkpoint_every=3',
@@ -192,7 +192,7 @@ def test_train_step_adds_the_configured_penalty(method):
   cfg = tiny('ring', method)
   family = gan.build(cfg)
   _, d = models.get_gan(cfg.model)
-  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
+  state = base.jit_init(family, cfg.seed)()
   batch = toy2d.batch_at(cfg.data, 'train', cfg.batch_size * cfg.n_dis, seed=0, step=0)
   _, metrics = jax.jit(family.train_step)(state, batch)
   assert float(metrics['d_penalty']) > 0
@@ -214,7 +214,7 @@ def test_train_step_adds_the_configured_penalty(method):
 def test_weight_clipping_is_applied_after_each_d_update():
   cfg = tiny('ring', 'wgan_clip')
   family = gan.build(cfg)
-  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
+  state = base.jit_init(family, cfg.seed)()
   d_params = lambda s: s.nets['d']['params']
   assert max(float(np.abs(p).max()) for p in jax.tree.leaves(d_params(state))) > 0.01
   batch = toy2d.batch_at(cfg.data, 'train', cfg.batch_size * cfg.n_dis, seed=0, step=0)

@@ -15,6 +15,7 @@ from experiments.configs import text_encoder as text_config
 from jaxgen.data import embeddings, shapes
 from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
+from jaxgen.families import base
 from jaxgen.families import gan_int_cls
 from jaxgen.losses import matching
 from jaxgen.models import gan_int_cls as models
@@ -163,7 +164,7 @@ def test_variant_trains_through_the_engine(variant, shapes_dir, tmp_path):
   workdir = str(tmp_path / variant)
   final = loop.train_and_evaluate(cfg, workdir)
   config, module = loop.prepare(cfg)
-  init = jax.jit(module.build(config).init)(jax.random.PRNGKey(cfg.seed))
+  init = base.jit_init(module.build(config), cfg.seed)()
   assert 'opt' not in final.nets['text']
   assert_bitwise_equal(final.nets['text'], init.nets['text'])  # frozen: never changes
   for name in ('g', 'd'):
@@ -182,7 +183,7 @@ def test_samples_follow_the_fixed_captions(shapes_dir, tmp_path):
   cfg = tiny_config(shapes_dir, num_steps=1)
   config, module = loop.prepare(cfg)
   family = module.build(config)
-  state = jax.jit(family.init)(jax.random.PRNGKey(0))
+  state = base.jit_init(family, 0)()
   key = jax.random.PRNGKey(1)
   x = np.asarray(family.sample(state, key, 8))
   assert x.shape == (8, 16, 16, 3)
@@ -224,7 +225,7 @@ def test_imports_the_text_net_of_a_text_encoder_run(shapes_dir, tmp_path):
   assert cfg.text == te_cfg.text
   config, module = loop.prepare(cfg)
   assert config.init_from.text == f'{te_dir}:text'
-  fresh = jax.jit(module.build(config, with_data=False).init)(jax.random.PRNGKey(cfg.seed))
+  fresh = base.jit_init(module.build(config, with_data=False), cfg.seed)()
   imported = encoder.nets['text']
   # Not vacuous: the GAN run's own (random) text net differs from the trained one.
   a, b = leaves(fresh.nets['text']['params']), leaves(imported['params'])
@@ -277,7 +278,7 @@ def test_precomputed_embeddings_replace_the_text_network(tmp_path):
   records = [r for r in read_metrics(str(tmp_path / 'run')) if 'finite' in r]
   assert [r['finite'] for r in records] == [1.0, 1.0]
   # The step reads the embeddings: other embeddings, another update of D's text projection.
-  state = jax.jit(family.init)(jax.random.PRNGKey(0))
+  state = base.jit_init(family, 0)()
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.uniform(-1, 1, (4, 16, 16, 3)), jnp.float32),
            'caption_embedding': jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)}

@@ -206,7 +206,7 @@ def run_steps(cfg, num_steps):
   """(initial state, [state after each step], [metrics of each step], [batch of each step])
   on random images."""
   family, shape = gan.build(cfg), base.data_shape(cfg)
-  state0 = jax.jit(lambda: family.init(jax.random.PRNGKey(cfg.seed)))()
+  state0 = base.jit_init(family, cfg.seed)()
   step = jax.jit(family.train_step)
   rng = np.random.default_rng(0)
   state, states, history, batches = state0, [], [], []
@@ -449,7 +449,7 @@ def test_steps_per_dispatch_scan_equals_sequential_steps(tiny_config):
   k = 3
   rng = np.random.default_rng(1)
   images = rng.uniform(-1, 1, (k, cfg.batch_size * cfg.n_dis, *shape)).astype(np.float32)
-  state0 = jax.jit(lambda: family.init(jax.random.PRNGKey(cfg.seed)))()
+  state0 = base.jit_init(family, cfg.seed)()
   multi, metrics = jax.jit(loop.make_multi_step(train_step, k))(state0, {'image': images})
   single = jax.jit(train_step)
   state, seq = state0, []

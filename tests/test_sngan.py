@@ -7,14 +7,14 @@ import pytest
 
 from experiments.configs import dcgan as dcgan_cfg, sngan as sngan_cfg
 from jaxgen import models
-from jaxgen.families import gan
+from jaxgen.families import base, gan
 
 
 def model_cfg(**kw):
-  base = dict(name='sngan', resolution=32, channels=3, latent_dim=128, g_width=64, d_width=64,
-              spectral_norm=True)
-  base.update(kw)
-  return ml_collections.ConfigDict(base)
+  fields = dict(name='sngan', resolution=32, channels=3, latent_dim=128, g_width=64, d_width=64,
+                spectral_norm=True)
+  fields.update(kw)
+  return ml_collections.ConfigDict(fields)
 
 
 def shapes(params):
@@ -121,7 +121,7 @@ def test_power_iteration_advances_once_per_d_pass(joint, steps_per_update):
   cfg.penalty.name, cfg.penalty.weight = 'r1', 1.0
   family = gan.build(cfg)
   shape = (16, 16, 1)
-  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
+  state = base.jit_init(family, cfg.seed)()
   step = jax.jit(family.train_step)
   rng = np.random.default_rng(0)
   for _ in range(2):

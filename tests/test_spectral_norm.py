@@ -147,7 +147,7 @@ def test_sngan_discriminator_layers_have_unit_spectral_norm_after_training():
   family = gan.build(cfg)
   shape = base.data_shape(cfg)
   assert shape == (cfg.model.resolution, cfg.model.resolution, cfg.model.channels)
-  state = jax.jit(family.init)(jax.random.PRNGKey(cfg.seed))
+  state = base.jit_init(family, cfg.seed)()
   step = jax.jit(family.train_step)
   rng = np.random.default_rng(0)
   d0 = jax.tree.map(np.asarray, state.nets['d']['params'])
@@ -186,7 +186,7 @@ def test_checkpoint_restores_power_iteration_vectors(tmp_path):
   continues the power iteration exactly where an uninterrupted run would be."""
   from experiments import gan_2d_report
   from jaxgen.engine import checkpoint, loop
-  from jaxgen.families import gan
+  from jaxgen.families import base, gan
 
   cfg = gan_2d_report.make_config('ring', 'sn', [
       'model.g_hidden=(8, 8)', 'model.d_hidden=(8, 8)', 'model.maxout_pieces=2',
@@ -194,7 +194,7 @@ def test_checkpoint_restores_power_iteration_vectors(tmp_path):
       'steps_per_dispatch=1'])
   straight = loop.train_and_evaluate(cfg, str(tmp_path / 'straight'))
 
-  fresh = jax.jit(gan.build(cfg).init)(jax.random.PRNGKey(cfg.seed))
+  fresh = base.jit_init(gan.build(cfg), cfg.seed)()
   manager = checkpoint.make_manager(str(tmp_path / 'straight'), cfg.keep_checkpoints,
                                     create=False)
   restored = checkpoint.restore(manager, fresh)

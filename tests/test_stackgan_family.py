@@ -14,6 +14,7 @@ from experiments.configs import stackgan as sg_config
 from jaxgen import text_to_image
 from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
+from jaxgen.families import base
 from jaxgen.families import stackgan
 from jaxgen.families import text_conditioning as tc
 from jaxgen.losses import stackgan as losses
@@ -169,7 +170,7 @@ def test_step_equals_an_independent_recomputation(runs, stage, overrides):
     cfg.stage1_from = runs['s1_dir']
   config, module = loop.prepare(cfg)
   family = module.build(config, with_data=False)
-  state = jax.jit(family.init)(jax.random.PRNGKey(3))
+  state = base.jit_init(family, 3)()
   rng = np.random.default_rng(0)
   side = config.data.resolution
   tokens = tc.tokenize(stackgan.networks(config).text, [RED, BLUE, BLUE, RED])
@@ -247,7 +248,7 @@ def test_text_to_image_draws_stage2_images(runs):
   # by the gradient on fresh networks: in evaluation mode these width-2..4 networks have ~1e-5
   # activations, below the +-4e-4 that two Adam steps give the BatchNorm biases, so after
   # training g1's images are all zeros here; fresh ones have zero biases, no closed ReLU.
-  fresh = jax.jit(stackgan.build(run.config, with_data=False).init)(jax.random.PRNGKey(0))
+  fresh = base.jit_init(stackgan.build(run.config, with_data=False), 0)()
   grad = np.asarray(jax.grad(lambda z: jnp.sum(run.model.generate(fresh.nets, z, t)))(z))
   parts = np.split(grad, [config.latent_dim, config.latent_dim + config.c_dim], axis=1)
   assert [p.shape[1] for p in parts] == [config.latent_dim, config.c_dim, config.c_dim]

@@ -13,6 +13,7 @@ from experiments.configs import style_encoder as style_config
 from jaxgen import text_to_image
 from jaxgen.data import shapes
 from jaxgen.engine import loop
+from jaxgen.families import base
 from jaxgen.metrics import style
 from tests.conftest import set_fields
 from tests.test_engine import ROOT, assert_bitwise_equal, leaves
@@ -41,7 +42,7 @@ def test_style_encoder_trains_only_s(runs_dir):
     assert_bitwise_equal(styled.nets[name]['params'], gan.nets[name]['params'])
     assert_bitwise_equal(styled.nets[name]['vars'], gan.nets[name]['vars'])
   config, module = loop.prepare(cfg)
-  init = jax.jit(module.build(config, with_data=False).init)(jax.random.PRNGKey(cfg.seed))
+  init = base.jit_init(module.build(config, with_data=False), cfg.seed)()
   a, b = leaves(init.nets['s']['params']), leaves(styled.nets['s']['params'])
   assert any(not np.array_equal(a[k], b[k]) for k in a)
   with open(os.path.join(root, 'style', 'eval.json')) as f:

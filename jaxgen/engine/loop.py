@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxgen import families, images as image_lib
+from jaxgen.families import base
 from jaxgen.data import source
 from jaxgen.engine import checkpoint, imports, preemption
 from jaxgen.engine import config as engine_config
@@ -133,15 +134,14 @@ def train_and_evaluate(config, workdir: str):
   config, module = prepare(config)
   workdir_lib.check_same_run(config, workdir, module.structure)
   family = module.build(config)
-  init = lambda: family.init(jax.random.PRNGKey(config.seed))
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   # A resume restores into the abstract state: the init is compiled and run only for a first
   # start, a run whose checkpoints all fail to restore, or a rollback.
-  abstract = checkpoint.abstract_state(init, replicated)
+  init_fn = base.jit_init(family, config.seed, replicated)
+  abstract = checkpoint.abstract_state(init_fn, replicated)
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
   workdir_lib.check_writable(workdir, state_bytes, config.keep_checkpoints)
-  init_fn = jax.jit(init, out_shardings=replicated)
   # The dataset is opened before the checkpoint manager exists, so a missing dataset fails
   # before anything is written (and tfds.testing.mock_data, which patches the file system
   # while a dataset is opened, never overlaps orbax's background threads).
