@@ -509,6 +509,20 @@ def render_conv_layers(docs, paths) -> str:
   return '\n'.join([_table(head, rows), '', sources(docs, paths)])
 
 
+def render_init_compile(docs, paths) -> str:
+  """``python -m benchmarks.init_compile --results``: init compile times under both options."""
+  rows = []
+  for i, doc in enumerate(docs, 1):
+    for x in payload(doc).get('rows', []):
+      rows.append([f'`{x["config"]}`', f'{x["values"]:,}', f'{_num(x["compile_s_default"], 1)} s',
+                   f'{_num(x["compile_s_jaxgen"], 1)} s',
+                   'yes' if x['same_bits'] else
+                   f'no: {x["values_differing"]:,} values, <= {x["max_ulps"]:g} ulps', str(i)])
+  head = ['config', 'values', 'compile, XLA default', 'compile, jaxgen (level 1)', 'same bits',
+          'from']
+  return '\n'.join([_table(head, rows), '', sources(docs, paths)])
+
+
 def render_timings(docs, paths) -> str:
   """``python -m jaxgen.results time --results``: wall time of each wrapped command."""
   rows = []
@@ -614,6 +628,11 @@ BLOCKS: dict[str, Block] = {
                'python -m benchmarks.step_throughput --models=dfgan_cpu,dfgan_cpu_plain,'
                'dfgan64_fast,dfgan64,dfgan256_fast --warmup=1 --blocks=3 --steps=1 '
                '--out=benchmarks/results/step_throughput_dfgan_cpu'),
+    )),
+    'init_compile': Block(render_init_compile, (
+        Source('benchmarks/results/init_compile_cpu.json',
+               'python -m benchmarks.init_compile '
+               '--results=benchmarks/results/init_compile_cpu.json'),
     )),
     'step_throughput_gpu': Block(render_step_throughput, (
         Source('benchmarks/results/step_throughput_gpu.json',

@@ -71,6 +71,29 @@ def assert_bitwise_equal(a, b):
 # ---------------------------------------------------------------------------- in process
 
 
+def test_jit_init_is_the_family_init():
+  """``base.jit_init``: the family's state at ``PRNGKey(seed)``, the same on every call. Its
+  CPU compile options change only how LLVM optimises the program, so every value equals the
+  default compile's up to the rounding of the few float operations that turn random bits
+  into a draw (a normal is an erfinv of a uniform): at most a few ulps, 4 allowed."""
+  from experiments.configs import gan as gan_config  # pylint: disable=g-import-not-at-top
+  config, module = loop.prepare(gan_config.get_config('tiny'))
+  family = module.build(config)
+  got = base.jit_init(family, 3)()
+  assert_bitwise_equal(got, base.jit_init(family, 3)())
+  want = jax.jit(lambda: family.init(jax.random.PRNGKey(3)))()
+  got, want = leaves(got), leaves(want)
+  assert sorted(got) == sorted(want)
+  for k in got:
+    if got[k].dtype.kind == 'f':
+      np.testing.assert_array_max_ulp(got[k], want[k], maxulp=4)
+    else:  # keys, steps
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  kernel = ".nets['g']['params']['Dense_0']['kernel']"
+  assert not np.array_equal(leaves(base.jit_init(family, 4)())[kernel], got[kernel])
+
+
+
 @pytest.mark.parametrize('family', FAMILIES)
 def test_resume_equals_uninterrupted_run(family, tfds_dir, tmp_path):
   extra = {'ema_decay': 0.9} if family == 'gan' else {}

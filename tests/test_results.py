@@ -256,6 +256,11 @@ def _fake_results(source: results.Source, i: int) -> dict:
               'fid': 383.0 + i}
     return {'resolution': 32 * (i + 1), 'real_test_scores': scores, 'num_test': 500,
             'num_train': 4000}
+  if 'init_compile' in cmd:
+    row = {'config': 'dfgan:tiny', 'values': 351_795, 'compile_s_default': 40.6,
+           'compile_s_jaxgen': 23.3, 'same_bits': True, 'values_differing': 0, 'max_ulps': 0.0}
+    return {'rows': [row, dict(row, config='sngan:digits', same_bits=False,
+                               values_differing=16_334, max_ulps=2.0)]}
   raise AssertionError(f'no fake result for {cmd}')
 
 
@@ -277,6 +282,7 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   assert '| `dcgan_sn` | 500 | 6.00 | 40.00 |' in text  # compare_sn: the last point of a curve
   assert '| `bilstm` + damsm | 1,500 | 0.810 | 0.990 | 0.850 | 0.810 |' in text  # 2nd file: i = 1
   assert '| 64x64 | 0.900 | 0.990 | 0.990 | 1.000 | 1.000 | 384.0 | 500 / 4,000 | 2 |' in text
+  assert '| `sngan:digits` | 351,795 | 40.6 s | 23.3 s | no: 16,334 values, <= 2 ulps | 1 |' in text
 
 
 # --------------------------------------------------------------------------- the commands' flag

@@ -122,12 +122,13 @@ def apply_train(module, params, net_vars: dict, *args):
 
 
 # XLA:CPU options for compiling a family's init. LLVM's default level (2) spends most of an
-# init's compile time on the threefry hash that each parameter shape gets: a tiny DF-GAN init
-# compiled in 78.7 s at level 2 and 23.4 s at level 1 on a busy 2-core AMD EPYC (jaxlib
-# 0.10.2), to the same bits, and the two levels gave the same bits for every config listed in
-# docs/engine.md. Level 0 compiles faster still but rounds normal and uniform draws
-# differently (an ulp). The init runs once per run, so its own run time does not matter; the
-# train step keeps the default (at level 1 it ran 1.5x slower).
+# init's compile time on the threefry hash that each parameter shape gets; level 1 compiles
+# the inits of the project's configs up to several times faster, to the same bits for all but
+# SN-GAN's, where a few draws differ by an ulp or two (per config in docs/engine.md, measured
+# by benchmarks.init_compile). Nothing compares an init across the two levels: every tool
+# compiles it here. Level 0 is faster still but rounds the normal and uniform draws of every
+# config differently. The init runs once per run, so its run time does not matter; the train
+# step keeps the default (at level 1 a tiny DF-GAN step ran 1.5x slower).
 INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
