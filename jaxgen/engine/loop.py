@@ -28,12 +28,12 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxgen import families, images as image_lib
-from jaxgen.families import base
 from jaxgen.data import source
 from jaxgen.engine import checkpoint, imports, preemption
 from jaxgen.engine import config as engine_config
 from jaxgen.engine import workdir as workdir_lib
 from jaxgen.engine.writers import Writer, truncate_after
+from jaxgen.families import base
 
 EVAL_FILE = 'eval.json'
 GRID_SEED_OFFSET = 7919  # The fixed z of the sample grids: PRNGKey(seed + 7919).

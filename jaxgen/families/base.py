@@ -126,16 +126,17 @@ def apply_train(module, params, net_vars: dict, *args):
 # the inits of the project's configs up to several times faster, to the same bits for all but
 # SN-GAN's, where a few draws differ by an ulp or two (per config in docs/engine.md, measured
 # by benchmarks.init_compile). Nothing compares an init across the two levels: every tool
-# compiles it here. Level 0 is faster still but rounds the normal and uniform draws of every
-# config differently. The init runs once per run, so its run time does not matter; the train
+# compiles it here. Level 0 is faster still but moves normal and uniform draws by an ulp
+# (measured on a tiny DF-GAN). The init runs once per run, so its run time does not matter; the train
 # step keeps the default (at level 1 a tiny DF-GAN step ran 1.5x slower).
 INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
 def jit_init(family: Family, seed: int, out_shardings=None) -> Callable[[], TrainState]:
-  """``() -> family.init(PRNGKey(seed))``, jitted the way every jaxgen tool compiles a state at
-  step 0 (the engine, the scoring tools, the tests), so equal seeds give equal bits and one
-  compiled program serves them all through the persistent compilation cache."""
+  """``() -> family.init(PRNGKey(seed))``, jitted the way every jaxgen tool that makes a state
+  at step 0 compiles it (the engine, the benchmarks, the tests), so equal seeds give equal
+  bits; calls with equal seeds and ``out_shardings`` compile the same program, which the
+  persistent compilation cache, when on, then serves."""
   options = INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
 
   def initial_state():
