@@ -37,10 +37,7 @@ def measure(case: str) -> dict:
   module_name, arg = case.split(':', 1)
   cfg = importlib.import_module(f'experiments.configs.{module_name}').get_config(arg)
   config, module = loop.prepare(cfg)
-  try:
-    family = module.build(config, with_data=False)
-  except TypeError:  # families whose build reads no data
-    family = module.build(config)
+  family = module.build(config, with_data=False)
   lowered = jax.jit(lambda: family.init(jax.random.PRNGKey(config.seed))).lower()
   out = {'config': case}
   values = {}
