@@ -22,6 +22,7 @@ One test-only switch (a test helper, not a feature):
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -45,6 +46,20 @@ FAMILY_CONFIGS = {'gan': 'experiments/configs/dcgan.py:tiny',
 BASE_ARGS = ('--config.num_steps=4', '--config.log_every=1', '--config.num_sample_snapshots=1',
              '--config.checkpoint_every=4', '--config.eval_every=0',
              '--config.write_figures=False')
+
+
+def base_overrides() -> dict:
+  """BASE_ARGS as config overrides ``{'num_steps': 4, ...}`` (for a run in a test's process)."""
+  out = {}
+  for arg in BASE_ARGS:
+    key, value = arg[len('--config.'):].split('=', 1)
+    out[key] = ast.literal_eval(value)
+  return out
+
+
+def flags(overrides: dict) -> list:
+  """Config overrides as launcher flags: ``{'n_dis': 2}`` -> ``['--config.n_dis=2']``."""
+  return [f'--config.{k}={v}' for k, v in overrides.items()]
 
 
 # ---------------------------------------------------------------------------- in the worker

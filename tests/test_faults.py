@@ -71,3 +71,6 @@ def test_damaged_newest_checkpoint_falls_back_to_older(tiny_config, tmp_path):
       f.write_bytes(b'\0' * 16)
   state = runs.restore_run(str(workdir))[3]
   assert int(state.step) == 3
+  # A step that was never saved: a plain error naming the steps that exist, not orbax's.
+  with pytest.raises(ValueError, match=r'no checkpoint at step 4; it has: 3, 6'):
+    runs.restore_run(str(workdir), 4)

@@ -45,7 +45,11 @@ def restore(manager: ocp.CheckpointManager, target, step: int | None = None):
   nothing to restore; raises ValueError when checkpoints exist but none fits ``target``.
   """
   if step is not None:
-    return _restore_step(manager, target, step)
+    steps = sorted(manager.all_steps())
+    if int(step) not in steps:
+      raise ValueError(f'{manager.directory} has no checkpoint at step {step}; it has: '
+                       f'{", ".join(map(str, steps)) or "none"}.')
+    return _restore_step(manager, target, int(step))
   errors = []
   for s in sorted(manager.all_steps(), reverse=True):
     try:
