@@ -667,6 +667,11 @@ BLOCKS: dict[str, Block] = {
                f'--results=docs/results/gan_int_cls/{v}.json '
                f'--figure=docs/images/text_to_image_{v}.png')
         for v in ('gan', 'gan_cls', 'gan_int', 'gan_int_cls'))),
+    'text_to_image_cpu32': Block(render_text_to_image, (Source(
+        'docs/results/gan_int_cls/cpu32.json',
+        'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/cpu32 '
+        '--results=docs/results/gan_int_cls/cpu32.json '
+        '--figure=docs/images/text_to_image_gan_int_cls_cpu32.png'),)),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',
                'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/gan_int_cls '

@@ -123,6 +123,12 @@ def test_config_variants_and_errors():
     assert (c.cls, c.interp) == switches and c.model.resolution == 32
   paper = gic_config.get_config('gan_cls,paper')
   assert (paper.cls, paper.interp) == (True, False)
+  # cpu32: the default 32x32 sizes, longer, with G's EMA and the second half's linear decay.
+  cpu32, default = gic_config.get_config('gan_int_cls,cpu32'), gic_config.get_config('')
+  assert cpu32.model == default.model and cpu32.batch_size == default.batch_size
+  assert (cpu32.num_steps, cpu32.ema_decay) == (6000, 0.999)
+  assert (cpu32.optimizer.schedule, cpu32.optimizer.decay_start_frac,
+          cpu32.optimizer.final_lr_frac) == ('linear', 0.5, 0.0)
   assert paper.model.resolution == 64 and paper.text.char_cnn_rnn.embed_dim == 1024
   # The text fields and tokenizer fields are a text-encoder run's of the same argument.
   for variant, arg in [('gan_int_cls', 'char_cnn_rnn'), ('gan_cls,paper', 'char_cnn_rnn,paper'),
