@@ -297,19 +297,19 @@ def assert_trained_far(init, final, min_change):
   assert moved > min_change, moved
 
 
-def dump_in_process(family, workdir, tfds_dir, monkeypatch, env, **overrides):
-  """The worker's run (``mw.command``'s config, its ``train_and_dump``) in this process.
+def dump_in_process(family, workdir, tfds_dir, env, **overrides):
+  """The worker's run (``mw.command``'s config, its ``train_and_dump``) in this process, with
+  the worker's test switches ``env`` set for its duration.
 
   It is compiled at XLA's default optimisation level, the worker processes at level 0 (see
   ``mw.worker_env``): both compute the same function, and every comparison of such runs
   allows the float32 reordering tolerance (RTOL, ATOL) anyway.
   """
-  for key, value in env.items():
-    monkeypatch.setenv(key, value)
   config = family_config(family, tfds_dir, **{**mw.base_overrides(), **overrides})
-  mw.train_and_dump(config, workdir)
-  for key in env:
-    monkeypatch.delenv(key)
+  with pytest.MonkeyPatch.context() as patch:
+    for key, value in env.items():
+      patch.setenv(key, value)
+    mw.train_and_dump(config, workdir)
 
 
 def compare_metrics(a, b, logged_steps=(1, 2, 3, 4)):
@@ -324,7 +324,7 @@ def compare_metrics(a, b, logged_steps=(1, 2, 3, 4)):
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize('family', FAMILIES)
-def test_eight_devices_match_one_device(family, tfds_dir, tmp_path, monkeypatch):
+def test_eight_devices_match_one_device(family, tfds_dir, tmp_path):
   mw_prepare(tfds_dir)
   # GAN: k=2 D updates per step (the sharded batch split between them), two steps per
   # dispatch (a lax.scan over a stacked, sharded block) and EMA.
@@ -332,7 +332,7 @@ def test_eight_devices_match_one_device(family, tfds_dir, tmp_path, monkeypatch)
            else {'steps_per_dispatch': 2})
   dirs = {n: str(tmp_path / f'{n}dev') for n in (1, 8)}
   # 8 devices need a process started with them; the 1-device run is this process.
-  dump_in_process(family, dirs[1], tfds_dir, monkeypatch, {mw.FLOPS_ENV: '1'}, **extra)
+  dump_in_process(family, dirs[1], tfds_dir, {mw.FLOPS_ENV: '1'}, **extra)
   mw.run_group([('8dev', mw.command(dirs[8], tfds_dir, *mw.flags(extra), family=family),
                  mw.worker_env(8, **{mw.FLOPS_ENV: 1}))], 480, str(tmp_path))
   info = {}
@@ -353,7 +353,7 @@ def test_eight_devices_match_one_device(family, tfds_dir, tmp_path, monkeypatch)
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize('family', FAMILIES)
-def test_two_processes_match_one_process(family, tfds_dir, tmp_path, monkeypatch):
+def test_two_processes_match_one_process(family, tfds_dir, tmp_path):
   mw_prepare(tfds_dir)
   two, ref = str(tmp_path / 'two'), str(tmp_path / 'ref')
   for attempt in range(2):
@@ -368,7 +368,7 @@ def test_two_processes_match_one_process(family, tfds_dir, tmp_path, monkeypatch
       if attempt or 'address already in use' not in str(e).lower():
         raise
   # One process (this one) reading the global batches the two read together.
-  dump_in_process(family, ref, tfds_dir, monkeypatch, {mw.EMULATE_ENV: '2'})
+  dump_in_process(family, ref, tfds_dir, {mw.EMULATE_ENV: '2'})
   p0, p1 = (mw.load_leaves(os.path.join(two, f'final_p{p}.npz')) for p in range(2))
   for name in p0:  # One replicated state: every process holds the same bits.
     np.testing.assert_array_equal(p0[name], p1[name], err_msg=name)
