@@ -433,12 +433,31 @@ def render_style_encoder(docs, paths) -> str:
     r = payload(doc)
     e = r['eval']
     rows.append([r['config']['gan_workdir'], f'{e["step"]:,}', _num(e['style/roc_auc'], 3),
+                 _num(e.get('style/roc_auc_untrained'), 3),
                  _num(e['style/roc_auc_pixels'], 3), _num(e['style/cos_same'], 3),
                  _num(e['style/cos_other'], 3), _duration(r['wall_seconds_this_call']),
                  str(i)])
-  head = ['generator run', 'S steps', 'ROC AUC of S(x)', 'ROC AUC of raw pixels',
+  head = ['generator run', 'S steps', 'ROC AUC of S(x)', 'ROC AUC of S untrained',
+          'ROC AUC of raw pixels',
           'cosine, same background', 'cosine, other background', 'wall time', 'from']
   return '\n'.join([_table(head, rows), '', sources(docs, paths)])
+
+
+def render_text_probe(docs, paths) -> str:
+  """``python -m jaxgen.text_probe --results``: one row per attribute, text and image probe
+  accuracies of each run side by side, the chance rate last."""
+  results = [payload(doc) for doc in docs]
+  head = ['attribute']
+  for i, r in enumerate(results, 1):
+    name = f'{os.path.basename(r["workdir"].rstrip("/"))} ({r["step"]:,} steps)'
+    head += [f'text, {name} [{i}]', f'image, {name} [{i}]']
+  rows = []
+  for attr in results[0]['text']:
+    row = [attr]
+    for r in results:
+      row += [_num(r['text'][attr]['accuracy'], 3), _num(r['image'][attr]['accuracy'], 3)]
+    rows.append(row + [_num(results[0]['text'][attr]['chance'], 3)])
+  return '\n'.join([_table(head + ['chance'], rows), '', sources(docs, paths)])
 
 
 def render_attribute_ceiling(docs, paths) -> str:
@@ -651,11 +670,18 @@ BLOCKS: dict[str, Block] = {
                '--plot=docs/images/compare_sn_digits.png'),
     )),
     'text_retrieval': Block(render_text_retrieval, tuple(
-        Source(f'docs/results/text_encoder/{enc}.json',
+        Source(f'docs/results/text_encoder/{name}.json',
                f'python -m experiments.text_encoder --config=experiments/configs/'
-               f'text_encoder.py:{enc} --workdir=runs/text_encoder/{enc} '
-               f'--results=docs/results/text_encoder/{enc}.json')
-        for enc in ('char_cnn_rnn', 'bilstm'))),
+               f'text_encoder.py:{arg} --workdir=runs/text_encoder/{name} '
+               f'--results=docs/results/text_encoder/{name}.json')
+        for name, arg in (('char_cnn_rnn', 'char_cnn_rnn'),
+                          ('char_cnn_rnn_long', 'char_cnn_rnn,cpu_long'),
+                          ('bilstm', 'bilstm')))),
+    'text_probe': Block(render_text_probe, tuple(
+        Source(f'docs/results/text_encoder/probe_{name}.json',
+               f'python -m jaxgen.text_probe --workdir=runs/text_encoder/{name} '
+               f'--results=docs/results/text_encoder/probe_{name}.json')
+        for name in ('char_cnn_rnn', 'char_cnn_rnn_long'))),
     'attribute_ceiling': Block(render_attribute_ceiling, tuple(
         Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
                f'python -m jaxgen.metrics.attributes --resolution={res} '
@@ -667,11 +693,14 @@ BLOCKS: dict[str, Block] = {
                f'--results=docs/results/gan_int_cls/{v}.json '
                f'--figure=docs/images/text_to_image_{v}.png')
         for v in ('gan', 'gan_cls', 'gan_int', 'gan_int_cls'))),
-    'text_to_image_cpu32': Block(render_text_to_image, (Source(
-        'docs/results/gan_int_cls/cpu32.json',
-        'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/cpu32 '
-        '--results=docs/results/gan_int_cls/cpu32.json '
-        '--figure=docs/images/text_to_image_gan_int_cls_cpu32.png'),)),
+    'text_to_image_cpu32': Block(render_text_to_image, tuple(
+        Source(f'docs/results/gan_int_cls/{run}.json',
+               f'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/{run} '
+               f'--results=docs/results/gan_int_cls/{run}.json '
+               f'--figure=docs/images/text_to_image_{figure}.png')
+        for run, figure in (('cpu32_gan', 'gan_cpu32'), ('cpu32_gan_cls', 'gan_cls_cpu32'),
+                            ('cpu32_gan_int', 'gan_int_cpu32'),
+                            ('cpu32', 'gan_int_cls_cpu32')))),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',
                'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/gan_int_cls '
@@ -685,11 +714,14 @@ BLOCKS: dict[str, Block] = {
               ('stackgan/stage1', 'stackgan1', ''),
               ('stackgan/stage2', 'stackgan2', '--text_encoder=runs/text_encoder/char_cnn_rnn '),
               ('dfgan/cpu', 'dfgan', ''))))),
-    'style_encoder': Block(render_style_encoder, (Source(
-        'docs/results/gan_int_cls/style_encoder.json',
-        'python -m experiments.style_encoder --config=experiments/configs/style_encoder.py '
-        '--workdir=runs/gan_int_cls/style --config.gan_workdir=runs/gan_int_cls/gan_int_cls '
-        '--results=docs/results/gan_int_cls/style_encoder.json'),)),
+    'style_encoder': Block(render_style_encoder, tuple(
+        Source(f'docs/results/gan_int_cls/{name}.json',
+               'python -m experiments.style_encoder --config=experiments/configs/'
+               f'style_encoder.py --workdir=runs/gan_int_cls/{style} '
+               f'--config.gan_workdir=runs/gan_int_cls/{gan} '
+               f'--results=docs/results/gan_int_cls/{name}.json')
+        for name, style, gan in (('style_encoder', 'style', 'gan_int_cls'),
+                                 ('style_encoder_cpu32', 'style_cpu32', 'cpu32')))),
     'index': Block(render_index, ()),
 }
 

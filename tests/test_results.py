@@ -249,8 +249,15 @@ def _fake_results(source: results.Source, i: int) -> dict:
   if 'experiments.style_encoder' in cmd:
     ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
           'style/cos_same': 0.6, 'style/cos_other': 0.1}
+    if i:  # files written before the untrained reference existed lack it (rendered '–')
+      ev['style/roc_auc_untrained'] = 0.77
     return {'eval': ev, 'wall_seconds_this_call': 300.0,
             'config': {'gan_workdir': 'runs/gan_int_cls/gan_int_cls'}}
+  if 'jaxgen.text_probe' in cmd:
+    probe = lambda acc: {'accuracy': acc, 'train_accuracy': acc, 'chance': 0.2}
+    return {'workdir': 'runs/text_encoder/x', 'step': 1500 * (i + 1), 'split': 'test',
+            'text': {'shape': probe(0.4 + i / 10), 'colour': probe(0.97)},
+            'image': {'shape': probe(0.35), 'colour': probe(0.78)}}
   if 'metrics.attributes' in cmd:
     scores = {'shape': 0.9, 'colour': 0.99, 'size': 0.99, 'position': 1.0, 'count': 1.0,
               'fid': 383.0 + i}
@@ -280,7 +287,12 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
       assert f'`{src.command}`' in text
       assert f'({os.path.relpath(src.path, "docs")})' in text
   assert '| `dcgan_sn` | 500 | 6.00 | 40.00 |' in text  # compare_sn: the last point of a curve
-  assert '| `bilstm` + damsm | 1,500 | 0.810 | 0.990 | 0.850 | 0.810 |' in text  # 2nd file: i = 1
+  assert '| `bilstm` + damsm | 1,500 | 0.820 | 0.990 | 0.850 | 0.820 |' in text  # 3rd file: i = 2
+  # text_probe: one row per attribute, (text, image) of each file side by side, then chance.
+  assert '| shape | 0.400 | 0.350 | 0.500 | 0.350 | 0.200 |' in text
+  assert 'text, x (3,000 steps) [2]' in text
+  # style_encoder: the untrained reference where the file has it, '–' where it does not.
+  assert '| 2,000 | 0.950 | – | 0.990 |' in text and '| 2,000 | 0.950 | 0.770 | 0.990 |' in text
   assert '| 64x64 | 0.900 | 0.990 | 0.990 | 1.000 | 1.000 | 384.0 | 500 / 4,000 | 2 |' in text
   assert '| `sngan:digits` | 351,795 | 40.6 s | 23.3 s | no: 16,334 values, <= 2 ulps | 1 |' in text
 

@@ -50,6 +50,10 @@ def test_style_encoder_trains_only_s(runs_dir):
     final = json.load(f)
   assert 0.0 <= final['style/roc_auc'] <= 1.0 and final['step'] == 3
   assert 0.0 <= final['style/roc_auc_pixels'] <= 1.0
+  # The untrained reference is S at the run's step 0: recomputed here from the init state.
+  with_data = module.build(config)
+  start = base.jit_init(with_data, cfg.seed)()
+  assert with_data.evaluate(start)['style/roc_auc'] == final['style/roc_auc_untrained']
   for name in ('style_roc.png', 'style_transfer.png'):
     assert os.path.exists(os.path.join(root, 'style', 'figures', name))
 

@@ -155,9 +155,17 @@ def test_config_errors_name_the_problem(change, match, data_dir, tmp_path):
 
 
 def test_config_variants():
-  for arg in ('char_cnn_rnn', 'bilstm', 'char_cnn_rnn,paper', 'bilstm,paper', 'tiny'):
+  for arg in ('char_cnn_rnn', 'bilstm', 'char_cnn_rnn,paper', 'bilstm,paper', 'tiny',
+              'char_cnn_rnn,cpu_long', 'bilstm,cpu_long'):
     c = text_config.get_config(arg)
     text_encoder.validate(c)
+  for encoder in ('char_cnn_rnn', 'bilstm'):
+    # cpu_long trains the cpu network 4x longer, so a text-to-image config built for the cpu
+    # encoder imports its weights unchanged: same module fields, same tokenizer.
+    cpu, long = (text_config.get_config(f'{encoder},{s}') for s in ('cpu', 'cpu_long'))
+    assert long.text == cpu.text and long.data == cpu.data
+    assert text_encoder.text_structure(long) == text_encoder.text_structure(cpu)
+    assert (cpu.num_steps, long.num_steps) == (1500, 6000)
   paper = text_config.get_config('char_cnn_rnn,paper')
   assert text_encoder.text_dim(paper) == 1024  # Reed et al.'s 1024-d embedding
   assert text_encoder.text_dim(text_config.get_config('bilstm,paper')) == 256  # 2 x 128

@@ -15,8 +15,10 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
                attribute classifier reads shapes reliably only there).
   cpu32        the default 32x32 size, widths 32, for 6,000 steps with an EMA of G (decay
                0.999, what sampling and scoring use) and both learning rates decayed linearly
-               to 0 over the second half: in about 19 minutes on a 2-core CPU, colour and
-               R-precision well above cpu64's (docs/text_to_image.md).
+               to 0 over the second half: 11-16 minutes a variant on a 2-core CPU, colour and
+               R-precision well above cpu64's; the measured four-variant table uses it, with
+               the text encoder of ``text_encoder.py:char_cnn_rnn,cpu_long``
+               (docs/text_to_image.md).
   paper        Reed's sizes: 64x64, widths 64 (ngf = ndf = 64), the 1024-d char-CNN-RNN,
                batch 64, 600 epochs of the 4,000 training images.
   tiny         a seconds-long smoke run (widths 8, the tiny text encoder, 4 steps).

@@ -131,12 +131,25 @@ def build(config, *, with_data: bool = True) -> base.Family:
     pixels = style_metrics.style_roc(images.reshape((len(images), -1)), images,
                                      config.eval.num_clusters, config.eval.seed)
 
+    # The second reference: S as this run started (the engine's step-0 state), never trained.
+    # Its features already group images by background, so what training adds is the gap.
+    untrained = []
+
+    def untrained_auc():
+      if not untrained:
+        start = base.jit_init(base.Family(init=init, train_step=None), config.seed)()
+        untrained.append(style_metrics.style_roc(features(start), images,
+                                                 config.eval.num_clusters,
+                                                 config.eval.seed)['auc'])
+      return untrained[0]
+
     def evaluate(state, final=False):
       del final
       res = style_metrics.style_roc(features(state), images, config.eval.num_clusters,
                                     config.eval.seed)
       return {'style/roc_auc': res['auc'], 'style/cos_same': res['cos_same'],
-              'style/cos_other': res['cos_other'], 'style/roc_auc_pixels': pixels['auc']}
+              'style/cos_other': res['cos_other'], 'style/roc_auc_pixels': pixels['auc'],
+              'style/roc_auc_untrained': untrained_auc()}
 
     def figures(state, out_dir):
       res = style_metrics.style_roc(features(state), images, config.eval.num_clusters,
