@@ -412,6 +412,8 @@ def render_text_to_image(docs, paths) -> str:
       name = f'StackGAN Stage-{"I" * t.get("stage", 1)}'
     else:
       name = {'dfgan': 'DF-GAN'}.get(family, family)
+    if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
+      name += f', seed {t["seed"]}'
     params = r.get('parameters')
     rows.append([name, f'{t["resolution"]}', f'{r["step"]:,}',
                  *cells(r['test']['generated'], r['heldout']['generated']),
@@ -699,7 +701,9 @@ BLOCKS: dict[str, Block] = {
                f'--results=docs/results/gan_int_cls/{run}.json '
                f'--figure=docs/images/text_to_image_{figure}.png')
         for run, figure in (('cpu32_gan', 'gan_cpu32'), ('cpu32_gan_cls', 'gan_cls_cpu32'),
+                            ('cpu32_gan_cls_seed1', 'gan_cls_cpu32_seed1'),
                             ('cpu32_gan_int', 'gan_int_cpu32'),
+                            ('cpu32_seed1', 'gan_int_cls_cpu32_seed1'),
                             ('cpu32', 'gan_int_cls_cpu32')))),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',

@@ -161,7 +161,7 @@ def train_summary(workdir: str, config) -> dict:
           'num_steps': config.num_steps, 'batch_size': config.batch_size,
           'resolution': model.resolution, 'g_width': model.get('g_width'),
           'd_width': model.get('d_width'), 'text_encoder': config.text.encoder,
-          'train_seconds': seconds}
+          'seed': config.seed, 'train_seconds': seconds}
 
 
 def parameter_counts(nets: dict) -> dict:

@@ -245,7 +245,7 @@ def _fake_results(source: results.Source, i: int) -> dict:
     split = {'generated': acc, 'real': dict(acc, shape=0.94)}
     return {'step': 2000, 'test': split, 'heldout': split,
             'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0,
-                      'resolution': 64}}
+                      'resolution': 64, **({'seed': 1} if i == 2 else {})}}
   if 'experiments.style_encoder' in cmd:
     ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
           'style/cos_same': 0.6, 'style/cos_other': 0.1}
@@ -288,6 +288,8 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
       assert f'({os.path.relpath(src.path, "docs")})' in text
   assert '| `dcgan_sn` | 500 | 6.00 | 40.00 |' in text  # compare_sn: the last point of a curve
   assert '| `bilstm` + damsm | 1,500 | 0.820 | 0.990 | 0.850 | 0.820 |' in text  # 3rd file: i = 2
+  # text_to_image: a run trained with another seed says so (files without a seed: seed 0).
+  assert '| GAN-INT, seed 1 | 64 | 2,000 |' in text and '| GAN-INT | 64 | 2,000 |' in text
   # text_probe: one row per attribute, (text, image) of each file side by side, then chance.
   assert '| shape | 0.400 | 0.350 | 0.500 | 0.350 | 0.200 |' in text
   assert 'text, x (3,000 steps) [2]' in text
