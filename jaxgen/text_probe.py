@@ -31,20 +31,24 @@ from jaxgen.metrics import linear_probe
 def probe_run(workdir: str, *, split: str = 'test', train_images: int = 4000,
               test_images: int = 500, batch_size: int = 250) -> dict:
   """Per-attribute probes of a text-encoder run's text and image embeddings (a dict)."""
+  if split == 'train':
+    raise ValueError('The probes are fitted on the train split; score them on another split '
+                     '(e.g. test or heldout), not train.')
   config, _, _, state = runs.restore_run(workdir, family='text_encoder')
   text = text_encoder.make_text_net(config)
   image = text_encoder.make_image_net(config)
-  out = {'workdir': workdir, 'step': int(state.step), 'split': split}
-  embedded = {}
-  for name, num in (('train', train_images), (split, test_images)):
+
+  def embedded(name, num):
+    """(every caption's embedding, its image's index, every image's embedding, labels)."""
     data = captions.load_caption_split(config.data, name, text.tokenizer, max_examples=num,
                                        whole=True)
-    # Every caption's embedding, its image's index, every image's embedding.
-    cap, owner, img = text_encoder.embed_split(text, image, state.nets, data, batch_size)
-    embedded[name] = (cap, owner, img, linear_probe.attribute_labels(data))
-    out[f'num_{"train" if name == "train" else "test"}_images'] = len(img)
-  tr_cap, tr_owner, tr_img, tr_lab = embedded['train']
-  te_cap, te_owner, te_img, te_lab = embedded[split]
+    return (*text_encoder.embed_split(text, image, state.nets, data, batch_size),
+            linear_probe.attribute_labels(data))
+
+  tr_cap, tr_owner, tr_img, tr_lab = embedded('train', train_images)
+  te_cap, te_owner, te_img, te_lab = embedded(split, test_images)
+  out = {'workdir': workdir, 'step': int(state.step), 'split': split,
+         'num_train_images': len(tr_img), 'num_test_images': len(te_img)}
   for kind in ('text', 'image'):
     out[kind] = {}
     for attr in tr_lab:

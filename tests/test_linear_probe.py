@@ -80,3 +80,5 @@ def test_probe_run_on_a_tiny_text_encoder_run(tmp_path):
   assert len(table) == 2 + len(names) and table[2].startswith('| shape |')
   with pytest.raises(ValueError, match='holds no trained run'):
     text_probe.probe_run(str(tmp_path / 'nothing'))
+  with pytest.raises(ValueError, match='fitted on the train split'):
+    text_probe.probe_run(workdir, split='train')

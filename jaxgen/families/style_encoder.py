@@ -20,6 +20,7 @@ sampling captions, one per row).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -133,15 +134,12 @@ def build(config, *, with_data: bool = True) -> base.Family:
 
     # The second reference: S as this run started (the engine's step-0 state), never trained.
     # Its features already group images by background, so what training adds is the gap.
-    untrained = []
-
+    # Computed at the first evaluation (not at build, which the sampling tools also call).
+    @functools.cache
     def untrained_auc():
-      if not untrained:
-        start = base.jit_init(base.Family(init=init, train_step=None), config.seed)()
-        untrained.append(style_metrics.style_roc(features(start), images,
-                                                 config.eval.num_clusters,
-                                                 config.eval.seed)['auc'])
-      return untrained[0]
+      start = base.jit_init(base.Family(init=init, train_step=None), config.seed)()
+      return style_metrics.style_roc(features(start), images, config.eval.num_clusters,
+                                     config.eval.seed)['auc']
 
     def evaluate(state, final=False):
       del final
