@@ -155,6 +155,23 @@ def write(path: str, result: dict, command: str) -> str | None:
   return path
 
 
+def run_tool(compute: Callable, table: Callable, prog: str) -> dict:
+  """The body of an absl measuring tool's ``main``: applies :mod:`jaxgen.cpu_flags` (before
+  JAX starts), quiets absl's logging, computes ``result = compute(FLAGS)``, prints it as JSON
+  and as ``table(result)``, and with ``--results`` writes the stamped results file, the
+  command being ``prog`` and this process's arguments."""
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  from jaxgen import cpu_flags  # pylint: disable=g-import-not-at-top
+  cpu_flags.configure()
+  logging.set_verbosity(logging.WARNING)
+  result = compute(flags.FLAGS)
+  print(json.dumps(result, indent=1))
+  print(table(result))
+  if flags.FLAGS.results:
+    write(flags.FLAGS.results, result, command_line(prog))
+  return result
+
+
 def command_line(prog: str, argv: Sequence[str] | None = None) -> str:
   """``prog`` followed by the arguments (default: this process's), quoted for a shell."""
   args = list(sys.argv[1:] if argv is None else argv)
@@ -412,6 +429,8 @@ def render_text_to_image(docs, paths) -> str:
       name = f'StackGAN Stage-{"I" * t.get("stage", 1)}'
     else:
       name = {'dfgan': 'DF-GAN'}.get(family, family)
+    if t.get('wrong_captions', 'roll') != 'roll':  # not Reed's random wrong captions
+      name += f', {t["wrong_captions"]} wrong captions'
     if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
       name += f', seed {t["seed"]}'
     params = r.get('parameters')
@@ -460,6 +479,26 @@ def render_text_probe(docs, paths) -> str:
       row += [_num(r['text'][attr]['accuracy'], 3), _num(r['image'][attr]['accuracy'], 3)]
     rows.append(row + [_num(results[0]['text'][attr]['chance'], 3)])
   return '\n'.join([_table(head + ['chance'], rows), '', sources(docs, paths)])
+
+
+def render_matching_probe(docs, paths) -> str:
+  """``python -m jaxgen.matching_probe --results``: one row per caption change, each run's
+  preference for the true caption (and mean logit gap) side by side."""
+  results = [payload(doc) for doc in docs]
+  head = ['caption change']
+  for i, r in enumerate(results, 1):
+    name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
+            (True, True): 'GAN-INT-CLS'}[r['cls'], r['interp']]
+    if r.get('wrong_captions', 'roll') != 'roll':
+      name += f', {r["wrong_captions"]} wrong captions'
+    if r.get('seed'):
+      name += f', seed {r["seed"]}'
+    head.append(f'{name} [{i}]')
+  rows = []
+  for change in results[0]['changes']:
+    rows.append([change] + [f'{_num(r["changes"][change]["preference"], 3)} '
+                            f'({r["changes"][change]["logit_gap"]:+.2f})' for r in results])
+  return '\n'.join([_table(head, rows), '', sources(docs, paths)])
 
 
 def render_attribute_ceiling(docs, paths) -> str:
@@ -684,6 +723,11 @@ BLOCKS: dict[str, Block] = {
                f'python -m jaxgen.text_probe --workdir=runs/text_encoder/{name} '
                f'--results=docs/results/text_encoder/probe_{name}.json')
         for name in ('char_cnn_rnn', 'char_cnn_rnn_long'))),
+    'matching_probe': Block(render_matching_probe, tuple(
+        Source(f'docs/results/gan_int_cls/matching_{run}.json',
+               f'python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/{run} '
+               f'--results=docs/results/gan_int_cls/matching_{run}.json')
+        for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest'))),
     'attribute_ceiling': Block(render_attribute_ceiling, tuple(
         Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
                f'python -m jaxgen.metrics.attributes --resolution={res} '
@@ -704,6 +748,7 @@ BLOCKS: dict[str, Block] = {
                             ('cpu32_gan_cls_seed1', 'gan_cls_cpu32_seed1'),
                             ('cpu32_gan_int', 'gan_int_cpu32'),
                             ('cpu32_seed1', 'gan_int_cls_cpu32_seed1'),
+                            ('cpu32_nearest', 'gan_int_cls_cpu32_nearest'),
                             ('cpu32', 'gan_int_cls_cpu32')))),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',

@@ -161,7 +161,8 @@ def train_summary(workdir: str, config) -> dict:
           'num_steps': config.num_steps, 'batch_size': config.batch_size,
           'resolution': model.resolution, 'g_width': model.get('g_width'),
           'd_width': model.get('d_width'), 'text_encoder': config.text.encoder,
-          'seed': config.seed, 'train_seconds': seconds}
+          'seed': config.seed, 'wrong_captions': config.get('wrong_captions', 'roll'),
+          'train_seconds': seconds}
 
 
 def parameter_counts(nets: dict) -> dict:

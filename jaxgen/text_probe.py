@@ -18,9 +18,7 @@ also writes a stamped results file (:mod:`jaxgen.results`).
 """
 from __future__ import annotations
 
-import json
-
-from absl import app, flags, logging
+from absl import app, flags
 
 from jaxgen.data import captions
 from jaxgen.engine import runs
@@ -71,17 +69,11 @@ def table(result: dict) -> str:
 
 def main(argv):
   del argv
-  from jaxgen import cpu_flags  # pylint: disable=g-import-not-at-top
-  cpu_flags.configure()
-  logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  out = probe_run(f.workdir, split=f.split, train_images=f.train_images,
-                  test_images=f.test_images)
-  print(json.dumps(out, indent=1))
-  print(table(out))
-  if f.results:
-    from jaxgen import results  # pylint: disable=g-import-not-at-top
-    results.write(f.results, out, results.command_line('python -m jaxgen.text_probe'))
+  from jaxgen import results  # pylint: disable=g-import-not-at-top
+  results.run_tool(
+      lambda f: probe_run(f.workdir, split=f.split, train_images=f.train_images,
+                          test_images=f.test_images),
+      table, 'python -m jaxgen.text_probe')
 
 
 if __name__ == '__main__':

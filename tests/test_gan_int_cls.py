@@ -93,6 +93,41 @@ def test_interpolation_and_mismatch():
     matching.mismatched(t[:1])
 
 
+def test_nearest_mismatch_against_brute_force():
+  rng = np.random.default_rng(1)
+  t = rng.normal(size=(12, 5)).astype(np.float32)
+  t[3] = 2.0 * t[7] + 1e-3  # a near-copy of row 7 (cosine ~1): never each other's wrong caption
+  unit = t / np.linalg.norm(t, axis=1, keepdims=True)
+  sim = unit @ unit.T
+  for max_sim in (0.8, 0.3, 1.0):
+    got = np.asarray(matching.nearest_mismatched(jnp.asarray(t), max_sim))
+    for i in range(12):
+      others = [j for j in range(12) if j != i and sim[i, j] <= max_sim]
+      # Rows are picked whole; the choice (argmax of cosine) is checked by brute force. Ties
+      # between candidates have probability 0 for Gaussian rows.
+      j = max(others, key=lambda k: sim[i, k]) if others else (i - 1) % 12
+      np.testing.assert_array_equal(got[i], t[j])
+      assert j != i
+  near = np.asarray(matching.nearest_mismatched(jnp.asarray(t), 0.8))
+  assert not np.array_equal(near[3], t[7]) and not np.array_equal(near[7], t[3])
+  # Nothing allowed (every other row above the ceiling): the roll by one.
+  same = np.tile(t[:1], (4, 1))
+  np.testing.assert_array_equal(matching.nearest_mismatched(jnp.asarray(same), 0.5),
+                                matching.mismatched(jnp.asarray(same)))
+  # No gradient flows through the choice; the chosen rows carry theirs (d/dt sum(t[pick]) =
+  # how often each row is picked).
+  grad = jax.grad(lambda x: jnp.sum(matching.nearest_mismatched(x, 0.8)))(jnp.asarray(t))
+  picks = [int(np.flatnonzero((np.asarray(near) == t[k]).all(1)).size) for k in range(12)]
+  np.testing.assert_array_equal(np.asarray(grad), np.repeat(np.asarray(picks, np.float32)[:, None], 5, 1))
+  assert np.array_equal(matching.wrong_captions(jnp.asarray(t), 'roll'), matching.mismatched(t))
+  with pytest.raises(ValueError, match="accepted: roll, nearest"):
+    matching.wrong_captions(jnp.asarray(t), 'hard')
+  with pytest.raises(ValueError, match='in \\[-1, 1\\]'):
+    matching.nearest_mismatched(jnp.asarray(t), 1.5)
+  with pytest.raises(ValueError, match='at least 2'):
+    matching.nearest_mismatched(jnp.asarray(t[:1]))
+
+
 # ---------------------------------------------------------------------------- networks
 
 
@@ -146,6 +181,8 @@ def test_config_variants_and_errors():
       ('text.char_cnn_rnn.width', 3, r"text.char_cnn_rnn has unknown fields \['width'\]"),
       ('data.tokenizer', 'word', "reads 'char' tokens, but data.tokenizer is 'word'"),
                               ('interp_beta', 1.5, 'interp_beta'),
+                              ('wrong_captions', 'hard', 'accepted: roll, nearest'),
+                              ('wrong_max_similarity', 2.0, 'wrong_max_similarity'),
                               ('model.resolution', 16, 'must equal data.resolution'),
                               ('batch_size', 1, 'batch_size must be >= 2')]:
     cfg = gic_config.get_config('tiny')
@@ -164,9 +201,12 @@ def test_config_variants_and_errors():
 # ---------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize('variant', list(gic_config.SWITCHES))
+@pytest.mark.parametrize('variant', [*gic_config.SWITCHES, 'gan_cls,nearest'])
 def test_variant_trains_through_the_engine(variant, shapes_dir, tmp_path):
-  cfg = tiny_config(shapes_dir, variant, num_steps=3)
+  nearest = variant.endswith(',nearest')
+  variant = variant.removesuffix(',nearest')
+  cfg = tiny_config(shapes_dir, variant, num_steps=3,
+                    wrong_captions='nearest' if nearest else 'roll')
   workdir = str(tmp_path / variant)
   final = loop.train_and_evaluate(cfg, workdir)
   config, module = loop.prepare(cfg)

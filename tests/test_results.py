@@ -258,6 +258,12 @@ def _fake_results(source: results.Source, i: int) -> dict:
     return {'workdir': 'runs/text_encoder/x', 'step': 1500 * (i + 1), 'split': 'test',
             'text': {'shape': probe(0.4 + i / 10), 'colour': probe(0.97)},
             'image': {'shape': probe(0.35), 'colour': probe(0.78)}}
+  if 'jaxgen.matching_probe' in cmd:
+    ch = lambda p, g: {'preference': p, 'logit_gap': g}
+    return {'workdir': 'runs/gan_int_cls/x', 'step': 6000, 'split': 'test', 'num_images': 500,
+            'cls': True, 'interp': True, 'seed': 0,
+            'wrong_captions': ('roll', 'nearest')[i % 2],
+            'changes': {'position': ch(1.0, 4.1), 'colour': ch(0.8 + i / 10, 0.66)}}
   if 'metrics.attributes' in cmd:
     scores = {'shape': 0.9, 'colour': 0.99, 'size': 0.99, 'position': 1.0, 'count': 1.0,
               'fid': 383.0 + i}
@@ -293,6 +299,9 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   # text_probe: one row per attribute, (text, image) of each file side by side, then chance.
   assert '| shape | 0.400 | 0.350 | 0.500 | 0.350 | 0.200 |' in text
   assert 'text, x (3,000 steps) [2]' in text
+  # matching_probe: one row per change, each run's preference (logit gap) side by side.
+  assert '| colour | 0.800 (+0.66) | 0.900 (+0.66) |' in text
+  assert 'GAN-INT-CLS, nearest wrong captions [2]' in text
   # style_encoder: the untrained reference where the file has it, '–' where it does not.
   assert '| 2,000 | 0.950 | – | 0.990 |' in text and '| 2,000 | 0.950 | 0.770 | 0.990 |' in text
   assert '| 64x64 | 0.900 | 0.990 | 0.990 | 1.000 | 1.000 | 384.0 | 500 / 4,000 | 2 |' in text

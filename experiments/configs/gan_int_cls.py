@@ -63,6 +63,11 @@ def gan_int_cls_defaults() -> ml_collections.ConfigDict:
   text_config.set_text(c, 'char_cnn_rnn')
   c.cls = True               # matching-aware discriminator (real image, wrong caption = fake)
   c.interp = True            # GAN-INT: G also on interpolated caption embeddings
+  # The CLS term's wrong captions: 'roll' (Reed: another caption of the batch, at random) or
+  # 'nearest' (the batch's most similar other caption with cosine similarity at most
+  # wrong_max_similarity; see jaxgen.losses.matching.nearest_mismatched).
+  c.wrong_captions = 'roll'
+  c.wrong_max_similarity = 0.8
   c.interp_beta = 0.5
   c.interp_weight = 1.0
   c.optimizer = ml_collections.ConfigDict(dict(g_lr=2e-4, d_lr=2e-4, b1=0.5, b2=0.999,

@@ -12,7 +12,9 @@ embeddings (``text.encoder='precomputed'``). ``config.text`` is the text-encoder
 Two switches give Reed's four variants (``experiments/configs/gan_int_cls.py``):
 
 * ``cls`` (matching-aware D): D also sees real images with wrong captions (the batch's
-  embeddings rolled by one) as fake; the fake and wrong terms are weighted by 1/2.
+  embeddings rolled by one) as fake; the fake and wrong terms are weighted by 1/2. With
+  ``wrong_captions='nearest'`` the wrong caption is instead the batch's most similar other
+  caption below ``wrong_max_similarity`` (:func:`jaxgen.losses.matching.nearest_mismatched`).
 * ``interp`` (GAN-INT): G is also trained on images generated from interpolated embeddings
   ``interp_beta * t1 + (1 - interp_beta) * t2`` of two captions of the batch (t2: the roll),
   weighted by ``interp_weight``. No real image matches them, so only G's loss uses them.
@@ -67,6 +69,13 @@ def validate(config) -> None:
   for name in ('cls', 'interp'):
     if not isinstance(config[name], bool):
       raise ValueError(f'{name} must be True or False; got {config[name]!r}.')
+  wrong, max_sim = config.get('wrong_captions', 'roll'), config.get('wrong_max_similarity', 0.8)
+  if wrong not in matching.WRONG_CAPTIONS:
+    raise ValueError(f'Unknown wrong_captions {wrong!r}; accepted: '
+                     f'{", ".join(matching.WRONG_CAPTIONS)}.')
+  if not -1.0 <= max_sim <= 1.0:
+    raise ValueError(f'wrong_max_similarity is a cosine similarity, in [-1, 1]; got '
+                     f'{max_sim!r}.')
   if not 0.0 <= config.interp_beta <= 1.0:
     raise ValueError(f'interp_beta must be in [0, 1]; got {config.interp_beta!r}.')
   if config.interp_weight < 0:
@@ -153,6 +162,8 @@ def make_train_step(config, generator, discriminator, text):
   use_cls, use_int = config.cls, config.interp
   beta, int_weight, ema_decay = config.interp_beta, config.interp_weight, config.ema_decay
   latent_dim = config.model.latent_dim
+  wrong_how = config.get('wrong_captions', 'roll')
+  wrong_max_sim = config.get('wrong_max_similarity', 0.8)
 
   g_apply = functools.partial(base.apply_train, generator)
   d_apply = functools.partial(base.apply_train, discriminator)
@@ -172,12 +183,14 @@ def make_train_step(config, generator, discriminator, text):
     fake = jax.lax.stop_gradient(fake)
     g = dict(g, vars=g_vars)
 
+    wrong_t = matching.wrong_captions(t, wrong_how, wrong_max_sim) if use_cls else None
+
     def d_loss_fn(params):
       real_logits, new_vars = d_apply(params, d['vars'], real, t)
       fake_logits, new_vars = d_apply(params, new_vars, fake, t)
       wrong_logits = None
       if use_cls:
-        wrong_logits, new_vars = d_apply(params, new_vars, real, matching.mismatched(t))
+        wrong_logits, new_vars = d_apply(params, new_vars, real, wrong_t)
       terms = matching.matching_aware_d_loss(real_logits, fake_logits, wrong_logits)
       return terms['loss'], (new_vars, terms)
 

@@ -1,0 +1,159 @@
+"""What a trained matching-aware discriminator checks: one caption attribute at a time.
+
+  python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/cpu32 [--results=PATH]
+
+A GAN-INT-CLS discriminator is trained to call a real image with a wrong caption fake, and G
+only learns to draw what D checks. This tool asks the finished run's D (its BatchNorm running
+statistics, as at sampling) about real ``jaxgen_shapes`` images of ``--split``: for each image
+it writes the image's caption, and the same caption with one attribute of the first named
+object changed (the same template and word choices, so only that attribute's words differ):
+
+* ``position``: another free position; ``size``: the other size;
+* ``colour``: another of the 8 colours; ``shape``: another of the 6 shapes (each uniform);
+* ``other caption``: the caption of another image of the split, as Reed et al.'s wrong
+  captions are drawn.
+
+and reports, per change, how often D scores the true caption higher than the changed one
+(ties count one half, so a D that ignores the caption scores exactly 0.5) and the mean logit
+gap. A change D cannot see is one the generator gets no gradient for. Prints the table;
+``--results`` also writes a stamped results file (:mod:`jaxgen.results`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from absl import app, flags
+
+CHANGES = ('position', 'size', 'colour', 'shape', 'other caption')
+SPLITS = ('test', 'heldout')
+
+
+class _Draws:
+  """The two methods of ``np.random.Generator`` that captions use, each taking exactly one
+  uniform draw (``Generator.integers(1)`` takes none), so captions whose objects have
+  different numbers of synonyms still make the same template and word choices."""
+
+  def __init__(self, seed):
+    self._g = np.random.default_rng(seed)
+
+  def integers(self, n: int) -> int:
+    return min(int(self._g.random() * n), n - 1)
+
+  def random(self) -> float:
+    return self._g.random()
+
+
+def contrast_captions(split: str, index: int, change: str, num_images: int) -> tuple[str, str]:
+  """(true caption, changed caption) of example ``index`` of ``split`` (module doc)."""
+  from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+  if change not in CHANGES:
+    raise ValueError(f'Unknown change {change!r}; accepted: {", ".join(CHANGES)}.')
+  ex = shapes.sample_example(split, index)
+  objs = list(ex.objects)
+  # One generator per (image, change) for the new value; the captions' own words come from a
+  # generator seeded by the image alone, so both captions make the same template choices.
+  rng = np.random.default_rng((index, CHANGES.index(change)))
+  first = objs[0]
+  if change == 'position':
+    free = [p for p in range(len(shapes.POSITIONS)) if p not in {o.position for o in objs}]
+    objs[0] = first._replace(position=int(rng.choice(free)))
+  elif change == 'size':
+    objs[0] = first._replace(size=1 - first.size)
+  elif change == 'colour':
+    n = len(shapes.COLOURS)
+    objs[0] = first._replace(colour=int((first.colour + 1 + rng.integers(n - 1)) % n))
+  elif change == 'shape':
+    n = len(shapes.SHAPES)
+    objs[0] = first._replace(shape=int((first.shape + 1 + rng.integers(n - 1)) % n))
+  true = shapes.make_caption(_Draws(index), ex.objects, ex.background)
+  if change == 'other caption':
+    other = (index + 1 + int(rng.integers(num_images - 1))) % num_images
+    ox = shapes.sample_example(split, other)
+    return true, shapes.make_caption(_Draws(other), ox.objects, ox.background)
+  return true, shapes.make_caption(_Draws(index), objs, ex.background)
+
+
+def preference(right, changed) -> float:
+  """P(right > changed) over pairs, ties counting 1/2 (0.5: D does not see the change)."""
+  right, changed = np.asarray(right, np.float64), np.asarray(changed, np.float64)
+  return float(np.mean((right > changed) + 0.5 * (right == changed)))
+
+
+def probe_run(workdir: str, *, split: str = 'test', num_images: int = 500,
+              batch_size: int = 250) -> dict:
+  """Per-change preference of a GAN-INT-CLS run's D for true captions (a dict)."""
+  from jaxgen import text_to_image  # pylint: disable=g-import-not-at-top
+  return dict(probe(text_to_image.load(workdir), split=split, num_images=num_images,
+                    batch_size=batch_size), workdir=workdir)
+
+
+def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 250) -> dict:
+  """:func:`probe_run` on a loaded run (:func:`jaxgen.text_to_image.load`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import base, gan_int_cls  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import text_conditioning as tc  # pylint: disable=g-import-not-at-top
+  if split not in SPLITS:
+    raise ValueError(f'Unknown split {split!r}; accepted: {", ".join(SPLITS)}.')
+  if not 2 <= num_images <= shapes.SPLIT_SIZES[split]:
+    raise ValueError(f'num_images must be in [2, {shapes.SPLIT_SIZES[split]}] for {split!r}; '
+                     f'got {num_images}.')
+  config = run.config
+  if config.family != 'gan_int_cls':
+    raise ValueError(f'The run is a {config.family!r} run; the matching probe asks a '
+                     'GAN-INT-CLS discriminator D(image, caption).')
+  if config.data.name != 'jaxgen_shapes' or run.text is None:
+    raise ValueError(f'The matching probe writes jaxgen_shapes captions and embeds them with '
+                     f'the run\'s text encoder; the run trained on {config.data.name!r}'
+                     + (' with precomputed embeddings' if run.text is None else '') + '.')
+  _, discriminator, _ = gan_int_cls.networks(config)
+  d_vars = base.variables(run.nets['d'])
+  res = config.data.resolution
+  images = np.stack([shapes.render(shapes.sample_example(split, i), res)
+                     for i in range(num_images)]).astype(np.float32) / 127.5 - 1.0
+  score = jax.jit(lambda v, x, t: discriminator.apply(v, x, t, train=False))
+
+  def logits(texts):
+    out = []
+    for i in range(0, num_images, batch_size):
+      t = run.embed(run.nets['text'], tc.tokenize(run.text, texts[i:i + batch_size]))
+      out.append(np.asarray(score(d_vars, jnp.asarray(images[i:i + batch_size]), t)))
+    return np.concatenate(out)
+
+  out = {'step': run.step, 'split': split, 'num_images': num_images,
+         'cls': bool(config.cls), 'interp': bool(config.interp),
+         'wrong_captions': config.get('wrong_captions', 'roll'), 'seed': int(config.seed),
+         'changes': {}}
+  right = None
+  for change in CHANGES:
+    pairs = [contrast_captions(split, i, change, num_images) for i in range(num_images)]
+    if right is None:
+      right = logits([p[0] for p in pairs])
+    changed = logits([p[1] for p in pairs])
+    out['changes'][change] = {'preference': preference(right, changed),
+                              'logit_gap': float(np.mean(right - changed))}
+  return out
+
+
+def table(result: dict) -> str:
+  rows = ['| change | D prefers the true caption | mean logit gap |', '|---|---|---|']
+  for change, r in result['changes'].items():
+    rows.append(f'| {change} | {r["preference"]:.3f} | {r["logit_gap"]:+.2f} |')
+  return '\n'.join(rows)
+
+
+def main(argv):
+  del argv
+  from jaxgen import results  # pylint: disable=g-import-not-at-top
+  results.run_tool(
+      lambda f: probe_run(f.workdir, split=f.split, num_images=f.num_images),
+      table, 'python -m jaxgen.matching_probe')
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'A finished GAN-INT-CLS run on jaxgen_shapes.',
+                      required=True)
+  flags.DEFINE_enum('split', 'test', SPLITS, 'The split whose images and captions are used.')
+  flags.DEFINE_integer('num_images', 500, 'The first N images of --split.')
+  flags.DEFINE_string('results', '', 'Also write a stamped results file here (jaxgen.results).')
+  app.run(main)
