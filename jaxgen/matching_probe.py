@@ -123,6 +123,7 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
   out = {'step': run.step, 'split': split, 'num_images': num_images,
          'cls': bool(config.cls), 'interp': bool(config.interp),
          'wrong_captions': config.get('wrong_captions', 'roll'), 'seed': int(config.seed),
+         'g_width': int(config.model.g_width), 'd_width': int(config.model.d_width),
          'changes': {}}
   right = None
   for change in CHANGES:
