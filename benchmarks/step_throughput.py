@@ -206,6 +206,62 @@ def _timed_blocks(run_block, warmup: int, blocks: int, steps: int) -> list[float
   return out
 
 
+def _finish_times(times) -> dict:
+  """The timing fields of a row from its blocks' seconds per step."""
+  sec = statistics.median(times)
+  return {'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
+          'block_ms': [t * 1e3 for t in times]}
+
+
+INTERLEAVE_PAUSE_S = 0.5
+
+
+def run_jobs(prepared, warmup: int, blocks: int, steps: int, interleave: bool = False,
+             progress=None) -> list[dict]:
+  """Times every ``(run_block, finish)`` of ``prepared`` and returns ``finish(times)`` each.
+
+  In turn (default): one job's warm-up and blocks, then the next's. ``interleave``: every
+  job warmed up first, then round k times block k of each job in turn (each after an idle
+  ``INTERLEAVE_PAUSE_S``), so a change of the
+  machine's speed during the run (seen here: the matmul reference moving 114 -> 161 GFLOP/s
+  within one run) falls on every job alike, and block k of two jobs can be compared as a pair
+  (:func:`paired_ratio`).
+  """
+  if not interleave:
+    rows = []
+    for run_block, finish in prepared:
+      rows.append(finish(_timed_blocks(run_block, warmup, blocks, steps)))
+      if progress:
+        progress(rows[-1])
+    return rows
+  if warmup:
+    for run_block, _ in prepared:
+      run_block(warmup)
+  times = [[] for _ in prepared]
+  for _ in range(blocks):
+    for i, (run_block, _) in enumerate(prepared):
+      # Idle first, so that the worker threads of the job timed just before (XLA's and
+      # PyTorch's pools spin a while after their work) are asleep when this block starts.
+      time.sleep(INTERLEAVE_PAUSE_S)
+      t0 = time.perf_counter()
+      run_block(steps)
+      times[i].append((time.perf_counter() - t0) / steps)
+  rows = [dict(finish(t), interleaved=True) for (_, finish), t in zip(prepared, times)]
+  for row in rows:
+    if progress:
+      progress(row)
+  return rows
+
+
+def paired_ratio(row, ref) -> float:
+  """ms/step of ``row`` over ``ref``: the median of block-by-block ratios when both were
+  timed interleaved (the blocks of one round ran back to back), else the ratio of medians."""
+  if row.get('interleaved') and ref.get('interleaved') and row.get('block_ms') and (
+      len(row['block_ms']) == len(ref.get('block_ms', []))):
+    return statistics.median(a / b for a, b in zip(row['block_ms'], ref['block_ms']))
+  return row['ms_per_step'] / ref['ms_per_step']
+
+
 def _memory(compiled) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   out = {}
@@ -233,6 +289,11 @@ def _captions(config, module, num: int) -> dict:
 
 def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) -> dict:
   """Compile and time one model's train step; returns one result row."""
+  return run_jobs([prepare_jax(name, batch_size)], warmup, blocks, steps)[0]
+
+
+def prepare_jax(name: str, batch_size=None):
+  """``(run_block, finish)`` of one model's compiled train step (:func:`run_jobs`)."""
   import jax  # pylint: disable=g-import-not-at-top
   config = get_config(name, batch_size)
   kind = MODELS[name][0]
@@ -268,18 +329,20 @@ def bench_jax(name: str, warmup: int, blocks: int, steps: int, batch_size=None) 
     jax.block_until_ready((s, metrics))
     holder[0] = s
 
-  times = _timed_blocks(run_block, warmup, blocks, steps)
-  sec = statistics.median(times)
-  row = {'model': name, 'impl': 'jaxgen', 'what': MODELS[name][3],
-         'batch': config.batch_size, 'images_per_step': per_step,
-         'resolution': 'x'.join(map(str, shape)), 'compile_s': compile_s,
-         'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
-         'images_per_s': per_step / sec, 'gflop_per_step': flops / 1e9,
-         'gflop_per_s': flops / sec / 1e9,
-         'params': int(sum(x.size for n in holder[0].nets.values()
-                           for x in jax.tree.leaves(n['params'])))}
-  row.update(_memory(compiled))
-  return row
+  params = int(sum(x.size for n in state.nets.values() for x in jax.tree.leaves(n['params'])))
+  memory = _memory(compiled)
+
+  def finish(times):
+    row = {'model': name, 'impl': 'jaxgen', 'what': MODELS[name][3],
+           'batch': config.batch_size, 'images_per_step': per_step,
+           'resolution': 'x'.join(map(str, shape)), 'compile_s': compile_s,
+           **_finish_times(times), 'params': params}
+    sec = row['ms_per_step'] / 1e3
+    row.update(images_per_s=per_step / sec, gflop_per_step=flops / 1e9,
+               gflop_per_s=flops / sec / 1e9, **memory)
+    holder.clear()  # the state's buffers go with the job
+    return row
+  return run_block, finish
 
 
 def bench_matmul(warmup: int, blocks: int, steps: int, n: int = 2048) -> dict:
@@ -307,6 +370,11 @@ TORCH_ORDERS = {'fresh': False, 'shared': True}
 
 def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
                 device: str = 'cpu', reuse_fake: bool = False) -> dict:
+  return run_jobs([prepare_torch(batch_size, device, reuse_fake)], warmup, blocks, steps)[0]
+
+
+def prepare_torch(batch_size: int = 64, device: str = 'cpu', reuse_fake: bool = False):
+  """``(run_block, finish)`` of pytorch/examples' DCGAN-64 step in either order."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
   if device == 'cuda':
@@ -321,26 +389,34 @@ def bench_torch(warmup: int, blocks: int, steps: int, batch_size: int = 64,
       model.step(real)
     model.synchronize()
 
-  times = _timed_blocks(run_block, warmup, blocks, steps)
-  sec = statistics.median(times)
-  row = {'model': 'dcgan64', 'impl': TORCH_IMPL[reuse_fake],
-         'order': 'shared' if reuse_fake else 'fresh',
-         'what': ('pytorch/examples DCGAN-64, eager, '
-                  + ('fake reused for G (main.py)' if reuse_fake else 'fresh z for G')),
-         'batch': batch_size,
-         'images_per_step': batch_size, 'resolution': '64x64x3', 'compile_s': None,
-         'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
-         'images_per_s': batch_size / sec,
-         'params': torch_dcgan.count_params(model.g) + torch_dcgan.count_params(model.d)}
-  if device == 'cuda':
-    row['device_peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
-  return row
+  def finish(times):
+    row = {'model': 'dcgan64', 'impl': TORCH_IMPL[reuse_fake],
+           'order': 'shared' if reuse_fake else 'fresh',
+           'what': ('pytorch/examples DCGAN-64, eager, '
+                    + ('fake reused for G (main.py)' if reuse_fake else 'fresh z for G')),
+           'batch': batch_size,
+           'images_per_step': batch_size, 'resolution': '64x64x3', 'compile_s': None,
+           **_finish_times(times),
+           'params': torch_dcgan.count_params(model.g) + torch_dcgan.count_params(model.d)}
+    row['images_per_s'] = batch_size / (row['ms_per_step'] / 1e3)
+    if device == 'cuda':  # the process's peak so far: with interleaving, of every job
+      row['device_peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+  return run_block, finish
 
 
 def bench_torch_dfgan(warmup: int, blocks: int, steps: int, batch_size: int = 32,
                       resolution: int = 256, width: int = 32, device: str = 'cpu',
                       nz: int = 100, cond_dim: int = 256, name: str = '') -> dict:
-  """Times one ``torch_dfgan.train_step`` (the released DF-GAN step) like ``bench_torch``.
+  """Times one ``torch_dfgan.train_step`` (the released DF-GAN step) like ``bench_torch``."""
+  return run_jobs([prepare_torch_dfgan(batch_size, resolution, width, device, nz, cond_dim,
+                                       name)], warmup, blocks, steps)[0]
+
+
+def prepare_torch_dfgan(batch_size: int = 32, resolution: int = 256, width: int = 32,
+                        device: str = 'cpu', nz: int = 100, cond_dim: int = 256,
+                        name: str = ''):
+  """``(run_block, finish)`` of one ``torch_dfgan.train_step`` (the released DF-GAN step).
 
   ngf = ndf = ``width``, the paper's nz and sentence size by default; fresh noise and random
   sentence vectors every step (no text encoder), one fixed real batch. Eager, on torch's
@@ -360,19 +436,19 @@ def bench_torch_dfgan(warmup: int, blocks: int, steps: int, batch_size: int = 32
       model.step(real)
     model.synchronize()
 
-  times = _timed_blocks(run_block, warmup, blocks, steps)
-  sec = statistics.median(times)
-  row = {'model': name or f'dfgan{resolution}', 'impl': 'pytorch',
-         'what': (f'DF-GAN {resolution}x{resolution} (released code), ngf=ndf={width}, '
-                  'MA-GP, eager'),
-         'batch': batch_size, 'images_per_step': batch_size,
-         'resolution': f'{resolution}x{resolution}x3', 'compile_s': None,
-         'ms_per_step': sec * 1e3, 'ms_min': min(times) * 1e3, 'ms_max': max(times) * 1e3,
-         'images_per_s': batch_size / sec, 'params': model.params(),
-         'torch_threads': torch.get_num_threads()}
-  if device == 'cuda':
-    row['device_peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
-  return row
+  def finish(times):
+    row = {'model': name or f'dfgan{resolution}', 'impl': 'pytorch',
+           'what': (f'DF-GAN {resolution}x{resolution} (released code), ngf=ndf={width}, '
+                    'MA-GP, eager'),
+           'batch': batch_size, 'images_per_step': batch_size,
+           'resolution': f'{resolution}x{resolution}x3', 'compile_s': None,
+           **_finish_times(times), 'params': model.params(),
+           'torch_threads': torch.get_num_threads()}
+    row['images_per_s'] = batch_size / (row['ms_per_step'] / 1e3)
+    if device == 'cuda':
+      row['device_peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+  return run_block, finish
 
 
 def _fmt(v, spec):
@@ -390,8 +466,7 @@ def dcgan_ratios(rows) -> dict:
     for impl, label in labels.items():
       ref = [t for t in rows if t['impl'] == impl and t['batch'] == r['batch']]
       if ref:
-        ratios[f'{r["model"]} / {label}, batch {r["batch"]}'] = (r['ms_per_step']
-                                                                 / ref[0]['ms_per_step'])
+        ratios[f'{r["model"]} / {label}, batch {r["batch"]}'] = paired_ratio(r, ref[0])
   return ratios
 
 
@@ -412,7 +487,7 @@ def dfgan_ratios(rows) -> dict:
         t['model'] == r['model'] if 'sizes' not in r else t.get('sizes') == r['sizes'])]
     if r['impl'] == 'jaxgen' and r['model'].startswith('dfgan') and ref:
       ratios[f'{r["model"]} / PyTorch DF-GAN (released code), batch {r["batch"]}'] = (
-          r['ms_per_step'] / ref[0]['ms_per_step'])
+          paired_ratio(r, ref[0]))
   return ratios
 
 
@@ -448,6 +523,10 @@ def format_table(rows, info, ratios, matmul=None, load_end=None, matmul_end=None
         f'{mem_s} | {r["params"]:,} |')
   lines.append(f'\nPeak resident set size of the process: '
                f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.')
+  if any(r.get('interleaved') for r in rows):
+    lines.append(f'\nTimed interleaved (--interleave): round k timed block k of every row in '
+                 f'turn; each ratio below is the median over the '
+                 f'{len(rows[0]["block_ms"])} rounds of the two rows\' block-by-block ratio.')
   for k, v in ratios.items():
     lines.append(f'\n**{k}: {v:.2f}** (ms/step jaxgen / PyTorch; below 1 means jaxgen is faster)')
   return '\n'.join(lines) + '\n'
@@ -473,6 +552,10 @@ def main(argv=None):
   p.add_argument('--matmul_n', type=int, default=2048,
                  help='size of the float32 matmul whose FLOP/s the rows are compared with '
                  '(0: skip)')
+  p.add_argument('--interleave', action='store_true',
+                 help='build every model first, then time block k of each in turn (round k), '
+                 'so that drift of the machine\'s speed falls on every row alike and ratios '
+                 'are medians of block-by-block ratios; needs all models in memory at once')
   p.add_argument('--out', default='', help='results file stem (default '
                  'benchmarks/results/step_throughput_<backend>); .md and .json are written')
   args = p.parse_args(argv)
@@ -523,27 +606,39 @@ def main(argv=None):
     matmul = bench_matmul(args.warmup, args.blocks, args.steps, args.matmul_n)
     tqdm.write(f'{"matmul":>14} float32 {args.matmul_n}: {matmul["ms"]:8.1f} ms, '
                f'{matmul["gflop_per_s"]:8.1f} GFLOP/s')
-  for kind, what in tqdm(jobs, desc='benchmark', unit='model'):
+  def prepare(kind, what):
+    """The job's (run_block, finish), finish also adding the row's sizes and matmul share."""
     if kind == 'jax':
-      row = bench_jax(what, args.warmup, args.blocks, args.steps, args.batch_size or None)
-      if what in sizes:
-        row['sizes'] = sizes[what]
-      if matmul:
-        row['matmul_share'] = row['gflop_per_s'] / matmul['gflop_per_s']
+      run_block, finish = prepare_jax(what, args.batch_size or None)
     elif kind == 'torch_dfgan':
       c = get_config(what, args.batch_size or None)
-      row = bench_torch_dfgan(args.warmup, args.blocks, args.steps, c.batch_size,
-                              c.model.resolution, c.model.g_width, torch_device,
-                              c.model.latent_dim, c.model.cond_dim,
-                              name=what.removesuffix('_fast').removesuffix('_plain'))
-      row['sizes'] = sizes[what]
+      run_block, finish = prepare_torch_dfgan(
+          c.batch_size, c.model.resolution, c.model.g_width, torch_device, c.model.latent_dim,
+          c.model.cond_dim, name=what.removesuffix('_fast').removesuffix('_plain'))
     else:
       batch, order = what
-      row = bench_torch(args.warmup, args.blocks, args.steps, batch, torch_device,
-                        reuse_fake=TORCH_ORDERS[order])
-    rows.append(row)
+      run_block, finish = prepare_torch(batch, torch_device, reuse_fake=TORCH_ORDERS[order])
+
+    def finish_row(times):
+      row = finish(times)
+      if kind != 'torch' and what in sizes:
+        row['sizes'] = sizes[what]
+      if kind == 'jax' and matmul:
+        row['matmul_share'] = row['gflop_per_s'] / matmul['gflop_per_s']
+      return row
+    return run_block, finish_row
+
+  def report(row):
     tqdm.write(f'{row["model"]:>14} {row["impl"]:<8} batch {row["batch"]:>4}: '
                f'{row["ms_per_step"]:8.1f} ms/step, {row["images_per_s"]:8.0f} images/s')
+
+  if args.interleave:  # every job built first (all in memory at once), then timed in rounds
+    prepared = [prepare(*job) for job in tqdm(jobs, desc='compile', unit='model')]
+    rows = run_jobs(prepared, args.warmup, args.blocks, args.steps, interleave=True,
+                    progress=report)
+  else:
+    for job in tqdm(jobs, desc='benchmark', unit='model'):
+      rows += run_jobs([prepare(*job)], args.warmup, args.blocks, args.steps, progress=report)
   ratios = {**dcgan_ratios(rows), **dfgan_ratios(rows)}
   matmul_end = None
   if args.matmul_n:  # Again after the models: how much the machine's speed drifted.

@@ -552,6 +552,11 @@ def render_step_throughput(docs, paths) -> str:
                  + '; "share of matmul" is a row\'s GFLOP/s over the start figure. Load average '
                  f'{(r.get("machine") or {}).get("load_avg_start")} at the start, '
                  f'{r.get("load_avg_end")} at the end.')
+    timed = r.get('rows', [])
+    if timed and all(x.get('interleaved') for x in timed):
+      out.append(f'\nTimed interleaved: round k timed block k of every row in turn, and each '
+                 f'ratio is the median over the {len(timed[0]["block_ms"])} rounds of the '
+                 'block-by-block ratio.')
     for name, ratio in r.get('ratios', {}).items():
       out.append(f'\n**{name}: {ratio:.2f}** (ms/step of jaxgen over PyTorch; below 1 means '
                  'jaxgen is faster)')
@@ -565,9 +570,11 @@ def render_conv_layers(docs, paths) -> str:
     r = payload(doc)
     flags = 'jaxgen' if r.get('jaxgen_flags') else 'XLA default'
     for x in r.get('rows', []):
-      rows.append([x['layer'], flags, f'{_num(x["forward_ms"], 1)} ms',
-                   f'{_num(x["kernel_grad_xla_ms"], 1)} ms',
-                   f'{_num(x["kernel_grad_s2d_ms"], 1)} ms', str(i)])
+      def cell(ms, gflop=x.get('gflop')):
+        rate = f' ({_num(gflop / ms * 1e3, 0)} GFLOP/s)' if gflop else ''
+        return f'{_num(ms, 1)} ms{rate}'
+      rows.append([x['layer'], flags, cell(x['forward_ms']), cell(x['kernel_grad_xla_ms']),
+                   cell(x['kernel_grad_s2d_ms']), str(i)])
   head = ['layer', 'flags', 'forward', 'kernel-grad (XLA)', 'kernel-grad (space-to-depth)',
           'from']
   return '\n'.join([_table(head, rows), '', sources(docs, paths)])
@@ -692,6 +699,15 @@ BLOCKS: dict[str, Block] = {
                'python -m benchmarks.step_throughput --models=dfgan_cpu,dfgan_cpu_plain,'
                'dfgan64_fast,dfgan64,dfgan256_fast --warmup=1 --blocks=3 --steps=1 '
                '--out=benchmarks/results/step_throughput_dfgan_cpu'),
+        Source('benchmarks/results/step_throughput_dcgan64_interleaved_cpu.json',
+               'python -m benchmarks.step_throughput --models=dcgan64,dcgan64_shared '
+               '--interleave --warmup=2 --blocks=7 --steps=3 '
+               '--out=benchmarks/results/step_throughput_dcgan64_interleaved_cpu'),
+    )),
+    'conv_layers': Block(render_conv_layers, (
+        Source('benchmarks/results/conv_layers_cpu.json',
+               'python -m benchmarks.conv_layers '
+               '--results=benchmarks/results/conv_layers_cpu.json'),
     )),
     'init_compile': Block(render_init_compile, (
         Source('benchmarks/results/init_compile_cpu.json',

@@ -33,6 +33,17 @@ def test_benchmark_writes_a_row_per_model(tmp_path):
   assert '| vae | jaxgen |' in md and 'Matmul reference' in md and 'share of matmul' in md
 
 
+def test_interleaved_benchmark_writes_rows_timed_in_rounds(tmp_path):
+  out = str(tmp_path / 'bench')
+  assert step_throughput.main(['--models=vae,cvae', '--interleave', '--warmup=0', '--blocks=2',
+                               '--steps=1', '--torch=no', '--matmul_n=0', f'--out={out}']) == 0
+  with open(out + '.json') as f:
+    rows = json.load(f)['result']['rows']
+  assert [r['model'] for r in rows] == ['vae', 'cvae']
+  assert all(r['interleaved'] and len(r['block_ms']) == 2 for r in rows)
+  assert 'Timed interleaved' in open(out + '.md').read()
+
+
 def test_ratios_against_both_pytorch_orders():
   rows = [{'model': 'dcgan64', 'impl': 'jaxgen', 'batch': 64, 'ms_per_step': 100.0},
           {'model': 'dcgan64', 'impl': step_throughput.TORCH_IMPL[False], 'batch': 64,
@@ -45,6 +56,38 @@ def test_ratios_against_both_pytorch_orders():
   assert sorted(ratios.values()) == [0.5, 0.625]
   assert 'dcgan64 / PyTorch DCGAN-64, batch 64' in ratios  # The fresh-z order's key.
   assert any('reusing the fake' in k for k in ratios)
+
+
+def test_paired_ratio_is_the_median_of_block_ratios_when_interleaved():
+  a = {'ms_per_step': 100.0, 'block_ms': [100.0, 90.0, 150.0], 'interleaved': True}
+  b = {'ms_per_step': 200.0, 'block_ms': [200.0, 100.0, 300.0], 'interleaved': True}
+  # Block ratios 0.5, 0.9, 0.5: median 0.5 (the ratio of medians would also be 0.5 here, so
+  # check one where they differ too).
+  assert step_throughput.paired_ratio(a, b) == 0.5
+  c = dict(b, block_ms=[120.0, 100.0, 300.0])  # ratios 0.833, 0.9, 0.5 -> 0.833
+  assert step_throughput.paired_ratio(a, c) == pytest.approx(100.0 / 120.0)
+  assert step_throughput.paired_ratio(a, dict(c, interleaved=False)) == 0.5  # 100 / 200
+  assert step_throughput.paired_ratio(a, dict(c, block_ms=[1.0])) == 0.5  # unequal rounds
+
+
+def test_interleaved_jobs_run_in_rounds():
+  calls = []
+
+  def job(name):
+    return (lambda n: calls.append((name, n)),
+            lambda times: {'model': name, **step_throughput._finish_times(times)})
+  seen = []
+  rows = step_throughput.run_jobs([job('a'), job('b')], warmup=1, blocks=3, steps=2,
+                                  interleave=True, progress=seen.append)
+  assert calls == [('a', 1), ('b', 1)] + [('a', 2), ('b', 2)] * 3
+  assert [r['model'] for r in rows] == ['a', 'b'] == [r['model'] for r in seen]
+  for r in rows:
+    assert r['interleaved'] and len(r['block_ms']) == 3
+    assert r['ms_min'] <= r['ms_per_step'] <= r['ms_max']
+  calls.clear()
+  rows = step_throughput.run_jobs([job('a'), job('b')], warmup=1, blocks=2, steps=1)
+  assert calls == [('a', 1), ('a', 1), ('a', 1), ('b', 1), ('b', 1), ('b', 1)]
+  assert not any(r.get('interleaved') for r in rows)
 
 
 def test_torch_rows_time_both_orders():

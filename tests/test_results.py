@@ -223,12 +223,16 @@ def _fake_results(source: results.Source, i: int) -> dict:
            'xla_planned_mib': 313.4}
     torch_row = dict(row, impl='pytorch', compile_s=None, gflop_per_step=None,
                      gflop_per_s=None, xla_planned_mib=None)
+    if '--interleave' in cmd:
+      row, torch_row = (dict(r, interleaved=True, block_ms=[2000.0, 1900.0, 2100.0])
+                        for r in (row, torch_row))
     return {'machine': {}, 'rows': [row, torch_row],
             'ratios': {'dcgan64 / PyTorch DCGAN-64, batch 64': 0.87}, 'settings': {}}
   if 'conv_layers' in cmd:
     return {'batch': 64, 'repeats': 5, 'jaxgen_flags': '--no-jaxgen_flags' not in cmd,
             'rows': [{'layer': '32x32 -> 16x16, 64 -> 128', 'forward_ms': 44.0,
-                      'kernel_grad_xla_ms': 68.0, 'kernel_grad_s2d_ms': 100.0}]}
+                      'kernel_grad_xla_ms': 68.0, 'kernel_grad_s2d_ms': 100.0,
+                      'gflop': 4.4}]}
   if 'experiments.text_encoder' in cmd:
     enc = 'bilstm' if 'bilstm' in cmd else 'char_cnn_rnn'
     ev = {'step': 1500}
@@ -299,6 +303,11 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   # text_probe: one row per attribute, (text, image) of each file side by side, then chance.
   assert '| shape | 0.400 | 0.350 | 0.500 | 0.350 | 0.200 |' in text
   assert 'text, x (3,000 steps) [2]' in text
+  # conv_layers: each time with its rate (4.4 GFLOP in 44 ms: 100 GFLOP/s).
+  assert '| 44.0 ms (100 GFLOP/s) | 68.0 ms (65 GFLOP/s) | 100.0 ms (44 GFLOP/s) |' in text
+  # step_throughput: an interleaved file says how its ratios were taken; the others do not.
+  assert text.count('Timed interleaved: round k timed block k of every row in turn') == 1
+  assert 'median over the 3 rounds' in text
   # matching_probe: one row per change, each run's preference (logit gap) side by side.
   assert '| colour | 0.800 (+0.66) | 0.900 (+0.66) |' in text
   assert 'GAN-INT-CLS, nearest wrong captions, ndf 64 [2]' in text
