@@ -124,6 +124,7 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
          'cls': bool(config.cls), 'interp': bool(config.interp),
          'wrong_captions': config.get('wrong_captions', 'roll'), 'seed': int(config.seed),
          'g_width': int(config.model.g_width), 'd_width': int(config.model.d_width),
+         'd_projection': bool(config.model.get('d_projection', False)),
          'changes': {}}
   right = None
   for change in CHANGES:

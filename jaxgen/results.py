@@ -433,6 +433,8 @@ def render_text_to_image(docs, paths) -> str:
       name += f', {t["wrong_captions"]} wrong captions'
     if t.get('d_width') and t.get('d_width') != t.get('g_width'):
       name += f', ndf {t["d_width"]}'
+    if t.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
+      name += ', projection D'
     if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
       name += f', seed {t["seed"]}'
     params = r.get('parameters')
@@ -495,6 +497,8 @@ def render_matching_probe(docs, paths) -> str:
       name += f', {r["wrong_captions"]} wrong captions'
     if r.get('d_width') and r.get('d_width') != r.get('g_width'):
       name += f', ndf {r["d_width"]}'
+    if r.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
+      name += ', projection D'
     if r.get('seed'):
       name += f', seed {r["seed"]}'
     head.append(f'{name} [{i}]')
@@ -747,7 +751,7 @@ BLOCKS: dict[str, Block] = {
         Source(f'docs/results/gan_int_cls/matching_{run}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/{run} '
                f'--results=docs/results/gan_int_cls/matching_{run}.json')
-        for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64'))),
+        for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64', 'cpu32_proj'))),
     'attribute_ceiling': Block(render_attribute_ceiling, tuple(
         Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
                f'python -m jaxgen.metrics.attributes --resolution={res} '
@@ -770,6 +774,7 @@ BLOCKS: dict[str, Block] = {
                             ('cpu32_seed1', 'gan_int_cls_cpu32_seed1'),
                             ('cpu32_nearest', 'gan_int_cls_cpu32_nearest'),
                             ('cpu32_d64', 'gan_int_cls_cpu32_d64'),
+                            ('cpu32_proj', 'gan_int_cls_cpu32_proj'),
                             ('cpu32', 'gan_int_cls_cpu32')))),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',

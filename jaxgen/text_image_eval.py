@@ -162,6 +162,7 @@ def train_summary(workdir: str, config) -> dict:
           'resolution': model.resolution, 'g_width': model.get('g_width'),
           'd_width': model.get('d_width'), 'text_encoder': config.text.encoder,
           'seed': config.seed, 'wrong_captions': config.get('wrong_captions', 'roll'),
+          'd_projection': bool(model.get('d_projection', False)),
           'train_seconds': seconds}
 
 

@@ -7,6 +7,7 @@ import pickle
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -118,7 +119,8 @@ def test_nearest_mismatch_against_brute_force():
   # how often each row is picked).
   grad = jax.grad(lambda x: jnp.sum(matching.nearest_mismatched(x, 0.8)))(jnp.asarray(t))
   picks = [int(np.flatnonzero((np.asarray(near) == t[k]).all(1)).size) for k in range(12)]
-  np.testing.assert_array_equal(np.asarray(grad), np.repeat(np.asarray(picks, np.float32)[:, None], 5, 1))
+  np.testing.assert_array_equal(np.asarray(grad),
+                                np.repeat(np.asarray(picks, np.float32)[:, None], 5, 1))
   assert np.array_equal(matching.wrong_captions(jnp.asarray(t), 'roll'), matching.mismatched(t))
   with pytest.raises(ValueError, match="accepted: roll, nearest"):
     matching.wrong_captions(jnp.asarray(t), 'hard')
@@ -129,6 +131,37 @@ def test_nearest_mismatch_against_brute_force():
 
 
 # ---------------------------------------------------------------------------- networks
+
+
+def test_projection_term_is_reeds_logit_plus_a_bilinear_inner_product():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(np.tanh(rng.normal(size=(3, 16, 16, 3))), jnp.float32)
+  t = jnp.asarray(rng.normal(size=(3, 10)), jnp.float32)
+  reed = models.Discriminator(16, 4, 8, projection=False)
+  proj = models.Discriminator(16, 4, 8, projection=True)
+  v = proj.init(jax.random.PRNGKey(0), x, t, train=False)
+  shared = {k: w for k, w in v['params'].items() if k != 'text_inner'}
+  base_vars = {**v, 'params': shared}
+
+  def with_kernel(kernel):
+    params = dict(v['params'], text_inner={'kernel': jnp.asarray(kernel, jnp.float32)})
+    return np.asarray(proj.apply({**v, 'params': params}, x, t, train=False), np.float64)
+  # A zero map adds nothing: exactly Reed's discriminator with the same weights.
+  shape = v['params']['text_inner']['kernel'].shape  # (proj_dim, 4x4 feature width)
+  assert shape == (8, 8)
+  np.testing.assert_array_equal(with_kernel(np.zeros(shape)),
+                                reed.apply(base_vars, x, t, train=False))
+  # The added term is linear in the map: f(aA + bB) - f(0) = a (f(A) - f(0)) + b (f(B) - f(0)).
+  # Float32 rounding of O(1) logits from sums of a few hundred terms: 1e-4 absolute.
+  a_, b_ = rng.normal(size=shape), rng.normal(size=shape)
+  zero = with_kernel(np.zeros(shape))
+  np.testing.assert_allclose(with_kernel(2.0 * a_ - 0.5 * b_) - zero,
+                             2.0 * (with_kernel(a_) - zero) - 0.5 * (with_kernel(b_) - zero),
+                             atol=1e-4)
+  assert not np.allclose(with_kernel(a_), zero)  # and it does depend on the caption's map
+  with pytest.raises(ValueError, match='d_projection must be True or False'):
+    models.check(ml_collections.ConfigDict(
+        dict(gic_config.get_config('tiny').model.to_dict(), d_projection='yes')))
 
 
 @pytest.mark.parametrize('resolution', [16, 32])

@@ -267,6 +267,7 @@ def _fake_results(source: results.Source, i: int) -> dict:
     return {'workdir': 'runs/gan_int_cls/x', 'step': 6000, 'split': 'test', 'num_images': 500,
             'cls': True, 'interp': True, 'seed': 0,
             'wrong_captions': ('roll', 'nearest')[i % 2], 'g_width': 32, 'd_width': 32 * (i + 1),
+            'd_projection': i == 4,
             'changes': {'position': ch(1.0, 4.1), 'colour': ch(0.8 + i / 10, 0.66)}}
   if 'metrics.attributes' in cmd:
     scores = {'shape': 0.9, 'colour': 0.99, 'size': 0.99, 'position': 1.0, 'count': 1.0,
@@ -311,6 +312,7 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   # matching_probe: one row per change, each run's preference (logit gap) side by side.
   assert '| colour | 0.800 (+0.66) | 0.900 (+0.66) |' in text
   assert 'GAN-INT-CLS, nearest wrong captions, ndf 64 [2]' in text
+  assert 'GAN-INT-CLS, ndf 160, projection D [5]' in text
   # style_encoder: the untrained reference where the file has it, '–' where it does not.
   assert '| 2,000 | 0.950 | – | 0.990 |' in text and '| 2,000 | 0.950 | 0.770 | 0.990 |' in text
   assert '| 64x64 | 0.900 | 0.990 | 0.990 | 1.000 | 1.000 | 384.0 | 500 / 4,000 | 2 |' in text

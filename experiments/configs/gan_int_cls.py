@@ -52,7 +52,7 @@ def gan_int_cls_defaults() -> ml_collections.ConfigDict:
   c.family = 'gan_int_cls'
   c.model = ml_collections.ConfigDict(dict(
       resolution=32, channels=3, latent_dim=100, proj_dim=128, g_width=32, d_width=32,
-      conv_impl='fast'))
+      conv_impl='fast', d_projection=False))  # d_projection: not Reed's (models docstring)
   # manual_dir: CUB / Oxford-102 sources. embeddings_dir, embedding_dim: precomputed caption
   # embeddings and their size (text.encoder='precomputed').
   c.data = ml_collections.ConfigDict(dict(

@@ -6,7 +6,10 @@
 * :class:`Discriminator` ``(images, t) -> logits [B]``: DCGAN down-sampling to 4x4 features;
   the embedding, projected by its own FC + LeakyReLU, is replicated over the 4x4 grid and
   concatenated to them; a 1x1 convolution (+ BatchNorm + LeakyReLU) and the 4x4 output
-  convolution give one logit.
+  convolution give one logit. ``projection=True`` (``model.d_projection``; not in Reed et
+  al.) adds the inner product of the spatially averaged 4x4 image features with a linear map
+  of the projected embedding, the conditioning of Miyato and Koyama's projection
+  discriminator (ICLR 2018), which matches image and caption features multiplicatively.
 * :class:`StyleEncoder` ``images -> z [B, latent]``: the same down-sampling to 4x4 (no text)
   and a linear layer to the latent space, trained to invert G (||z - S(G(z, t))||^2).
 
@@ -69,19 +72,25 @@ class Discriminator(nn.Module):
   width: int = 64
   proj_dim: int = 128
   conv_impl: str = 'plain'
+  projection: bool = False
 
   @nn.compact
   def __call__(self, x, t, train: bool = True):
-    h = _down(x.astype(jnp.float32), self.resolution, self.width, self.conv_impl, train)
-    b, height, width, feats = h.shape
+    image = _down(x.astype(jnp.float32), self.resolution, self.width, self.conv_impl, train)
+    b, height, width, feats = image.shape
     text = _project(t, self.proj_dim, 'text_proj')
-    text = jnp.broadcast_to(text[:, None, None, :], (b, height, width, self.proj_dim))
-    h = jnp.concatenate([h, text], axis=-1)
+    tiled = jnp.broadcast_to(text[:, None, None, :], (b, height, width, self.proj_dim))
+    h = jnp.concatenate([image, tiled], axis=-1)
     h = nn.Conv(feats, (1, 1), use_bias=False, kernel_init=dcgan.init_normal, name='joint')(h)
     h = nn.leaky_relu(_batch_norm(train)(h), 0.2)
     h = nn.Conv(1, (4, 4), padding='VALID', use_bias=False, kernel_init=dcgan.init_normal,
                 name='out')(h)
-    return h.reshape((b,))
+    logits = h.reshape((b,))
+    if self.projection:
+      w_text = nn.Dense(feats, use_bias=False, kernel_init=dcgan.init_normal,
+                        name='text_inner')(text)
+      logits = logits + jnp.sum(jnp.mean(image, axis=(1, 2)) * w_text, axis=-1)
+    return logits
 
 
 class StyleEncoder(nn.Module):
@@ -109,13 +118,17 @@ def check(cfg) -> None:
     value = cfg[name]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
       raise ValueError(f'model.{name} must be a positive integer; got {value!r}.')
+  projection = cfg.get('d_projection', False)
+  if not isinstance(projection, bool):
+    raise ValueError(f'model.d_projection must be True or False; got {projection!r}.')
 
 
 def make_gan(cfg):
   """``(Generator, Discriminator)`` for ``cfg`` (``config.model``)."""
   check(cfg)
   g = Generator(cfg.resolution, cfg.channels, cfg.g_width, cfg.proj_dim, cfg.conv_impl)
-  d = Discriminator(cfg.resolution, cfg.d_width, cfg.proj_dim, cfg.conv_impl)
+  d = Discriminator(cfg.resolution, cfg.d_width, cfg.proj_dim, cfg.conv_impl,
+                    cfg.get('d_projection', False))
   return g, d
 
 
