@@ -432,7 +432,7 @@ def render_text_to_image(docs, paths) -> str:
     if t.get('wrong_captions', 'roll') != 'roll':  # not Reed's random wrong captions
       name += f', {t["wrong_captions"]} wrong captions'
     if t.get('d_width') and t.get('d_width') != t.get('g_width'):
-      name += f', ndf {t["d_width"]}'
+      name += f', ngf {t["g_width"]}, ndf {t["d_width"]}'
     if t.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
       name += ', projection D'
     if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
@@ -496,7 +496,7 @@ def render_matching_probe(docs, paths) -> str:
     if r.get('wrong_captions', 'roll') != 'roll':
       name += f', {r["wrong_captions"]} wrong captions'
     if r.get('d_width') and r.get('d_width') != r.get('g_width'):
-      name += f', ndf {r["d_width"]}'
+      name += f', ngf {r["g_width"]}, ndf {r["d_width"]}'
     if r.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
       name += ', projection D'
     if r.get('seed'):

@@ -311,8 +311,8 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   assert 'median over the 3 rounds' in text
   # matching_probe: one row per change, each run's preference (logit gap) side by side.
   assert '| colour | 0.800 (+0.66) | 0.900 (+0.66) |' in text
-  assert 'GAN-INT-CLS, nearest wrong captions, ndf 64 [2]' in text
-  assert 'GAN-INT-CLS, ndf 160, projection D [5]' in text
+  assert 'GAN-INT-CLS, nearest wrong captions, ngf 32, ndf 64 [2]' in text
+  assert 'GAN-INT-CLS, ngf 32, ndf 160, projection D [5]' in text
   # style_encoder: the untrained reference where the file has it, '–' where it does not.
   assert '| 2,000 | 0.950 | – | 0.990 |' in text and '| 2,000 | 0.950 | 0.770 | 0.990 |' in text
   assert '| 64x64 | 0.900 | 0.990 | 0.990 | 1.000 | 1.000 | 384.0 | 500 / 4,000 | 2 |' in text
