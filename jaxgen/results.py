@@ -751,7 +751,8 @@ BLOCKS: dict[str, Block] = {
         Source(f'docs/results/gan_int_cls/matching_{run}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/{run} '
                f'--results=docs/results/gan_int_cls/matching_{run}.json')
-        for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64', 'cpu32_proj'))),
+        for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64', 'cpu32_proj',
+                    'cpu32_g64'))),
     'attribute_ceiling': Block(render_attribute_ceiling, tuple(
         Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
                f'python -m jaxgen.metrics.attributes --resolution={res} '
@@ -775,6 +776,7 @@ BLOCKS: dict[str, Block] = {
                             ('cpu32_nearest', 'gan_int_cls_cpu32_nearest'),
                             ('cpu32_d64', 'gan_int_cls_cpu32_d64'),
                             ('cpu32_proj', 'gan_int_cls_cpu32_proj'),
+                            ('cpu32_g64', 'gan_int_cls_cpu32_g64'),
                             ('cpu32', 'gan_int_cls_cpu32')))),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',
