@@ -408,6 +408,28 @@ def render_text_retrieval(docs, paths) -> str:
   return '\n'.join([_table(head, rows), '', note, '', sources(docs, paths)])
 
 
+def _run_label(t: dict) -> str:
+  """A text-to-image run's name in a table, from what its results file records of it: the
+  model (Reed's variant for GAN-INT-CLS), then whatever sets it apart from the defaults."""
+  family = t.get('family', 'gan_int_cls')
+  if family == 'gan_int_cls':
+    name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
+            (True, True): 'GAN-INT-CLS'}[t['cls'], t['interp']]
+  elif family == 'stackgan':
+    name = f'StackGAN Stage-{"I" * t.get("stage", 1)}'
+  else:
+    name = {'dfgan': 'DF-GAN'}.get(family, family)
+  if t.get('wrong_captions', 'roll') != 'roll':  # not Reed's random wrong captions
+    name += f', {t["wrong_captions"]} wrong captions'
+  if t.get('d_width') and t.get('d_width') != t.get('g_width'):
+    name += f', ngf {t["g_width"]}, ndf {t["d_width"]}'
+  if t.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
+    name += ', projection D'
+  if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
+    name += f', seed {t["seed"]}'
+  return name
+
+
 def render_text_to_image(docs, paths) -> str:
   """``python -m jaxgen.text_image_eval --results``: one row per run, the real images' row
   (the ceiling) last. Seen: the ``test`` split, every object; held-out: the first object of
@@ -421,22 +443,7 @@ def render_text_to_image(docs, paths) -> str:
   for i, doc in enumerate(docs, 1):
     r = payload(doc)
     t = r['train']
-    family = t.get('family', 'gan_int_cls')
-    if family == 'gan_int_cls':
-      name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
-              (True, True): 'GAN-INT-CLS'}[t['cls'], t['interp']]
-    elif family == 'stackgan':
-      name = f'StackGAN Stage-{"I" * t.get("stage", 1)}'
-    else:
-      name = {'dfgan': 'DF-GAN'}.get(family, family)
-    if t.get('wrong_captions', 'roll') != 'roll':  # not Reed's random wrong captions
-      name += f', {t["wrong_captions"]} wrong captions'
-    if t.get('d_width') and t.get('d_width') != t.get('g_width'):
-      name += f', ngf {t["g_width"]}, ndf {t["d_width"]}'
-    if t.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
-      name += ', projection D'
-    if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
-      name += f', seed {t["seed"]}'
+    name = _run_label(t)
     params = r.get('parameters')
     rows.append([name, f'{t["resolution"]}', f'{r["step"]:,}',
                  *cells(r['test']['generated'], r['heldout']['generated']),
@@ -491,17 +498,7 @@ def render_matching_probe(docs, paths) -> str:
   results = [payload(doc) for doc in docs]
   head = ['caption change']
   for i, r in enumerate(results, 1):
-    name = {(False, False): 'GAN', (True, False): 'GAN-CLS', (False, True): 'GAN-INT',
-            (True, True): 'GAN-INT-CLS'}[r['cls'], r['interp']]
-    if r.get('wrong_captions', 'roll') != 'roll':
-      name += f', {r["wrong_captions"]} wrong captions'
-    if r.get('d_width') and r.get('d_width') != r.get('g_width'):
-      name += f', ngf {r["g_width"]}, ndf {r["d_width"]}'
-    if r.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
-      name += ', projection D'
-    if r.get('seed'):
-      name += f', seed {r["seed"]}'
-    head.append(f'{name} [{i}]')
+    head.append(f'{_run_label(r)} [{i}]')
   rows = []
   for change in results[0]['changes']:
     rows.append([change] + [f'{_num(r["changes"][change]["preference"], 3)} '

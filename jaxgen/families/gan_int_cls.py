@@ -69,13 +69,8 @@ def validate(config) -> None:
   for name in ('cls', 'interp'):
     if not isinstance(config[name], bool):
       raise ValueError(f'{name} must be True or False; got {config[name]!r}.')
-  wrong, max_sim = config.get('wrong_captions', 'roll'), config.get('wrong_max_similarity', 0.8)
-  if wrong not in matching.WRONG_CAPTIONS:
-    raise ValueError(f'Unknown wrong_captions {wrong!r}; accepted: '
-                     f'{", ".join(matching.WRONG_CAPTIONS)}.')
-  if not -1.0 <= max_sim <= 1.0:
-    raise ValueError(f'wrong_max_similarity is a cosine similarity, in [-1, 1]; got '
-                     f'{max_sim!r}.')
+  matching.check_wrong_captions(config.get('wrong_captions', 'roll'),
+                                config.get('wrong_max_similarity', 0.8))
   if not 0.0 <= config.interp_beta <= 1.0:
     raise ValueError(f'interp_beta must be in [0, 1]; got {config.interp_beta!r}.')
   if config.interp_weight < 0:

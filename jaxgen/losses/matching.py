@@ -51,8 +51,7 @@ def nearest_mismatched(embeddings: Array, max_similarity: float = 0.8) -> Array:
   n = embeddings.shape[0]
   if n < 2:
     raise ValueError(f'Mismatched captions need a batch of at least 2; got {n}.')
-  if not -1.0 <= max_similarity <= 1.0:
-    raise ValueError(f'max_similarity is a cosine similarity, in [-1, 1]; got {max_similarity!r}.')
+  check_wrong_captions('nearest', max_similarity)
   t = jax.lax.stop_gradient(embeddings).astype(jnp.float32)
   t = t / jnp.maximum(jnp.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
   sim = t @ t.T
@@ -65,14 +64,23 @@ def nearest_mismatched(embeddings: Array, max_similarity: float = 0.8) -> Array:
 WRONG_CAPTIONS = ('roll', 'nearest')
 
 
+def check_wrong_captions(how: str, max_similarity: float) -> None:
+  """Raises ValueError unless ``how`` is one of :data:`WRONG_CAPTIONS` and
+  ``max_similarity`` a cosine similarity."""
+  if how not in WRONG_CAPTIONS:
+    raise ValueError(f'Unknown wrong_captions {how!r}; accepted: {", ".join(WRONG_CAPTIONS)}.')
+  if not -1.0 <= max_similarity <= 1.0:
+    raise ValueError(f'wrong_max_similarity is a cosine similarity, in [-1, 1]; got '
+                     f'{max_similarity!r}.')
+
+
 def wrong_captions(embeddings: Array, how: str = 'roll', max_similarity: float = 0.8) -> Array:
   """The CLS term's wrong captions: ``'roll'`` (:func:`mismatched`, Reed's random other
   caption) or ``'nearest'`` (:func:`nearest_mismatched`)."""
+  check_wrong_captions(how, max_similarity)
   if how == 'roll':
     return mismatched(embeddings)
-  if how == 'nearest':
-    return nearest_mismatched(embeddings, max_similarity)
-  raise ValueError(f'Unknown wrong_captions {how!r}; accepted: {", ".join(WRONG_CAPTIONS)}.')
+  return nearest_mismatched(embeddings, max_similarity)
 
 
 def interpolate(embeddings: Array, beta: float = 0.5, shift: int = 1) -> Array:
