@@ -1,10 +1,12 @@
 """What a trained matching-aware discriminator checks: one caption attribute at a time.
 
   python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/cpu32 [--results=PATH]
+  python -m jaxgen.matching_probe --workdir=runs/dfgan/cpu32 [--results=PATH]
 
-A GAN-INT-CLS discriminator is trained to call a real image with a wrong caption fake, and G
-only learns to draw what D checks. This tool asks the finished run's D (its BatchNorm running
-statistics, as at sampling) about real ``jaxgen_shapes`` images of ``--split``: for each image
+A GAN-INT-CLS or DF-GAN discriminator is trained to call a real image with a wrong caption
+fake, and G only learns to draw what D checks. This tool asks the finished run's D (GAN-INT-CLS:
+its BatchNorm running statistics, as at sampling; DF-GAN's D has no BatchNorm) about real
+``jaxgen_shapes`` images of ``--split``: for each image
 it writes the image's caption, and the same caption with one attribute of the first named
 object changed (the same template and word choices, so only that attribute's words differ):
 
@@ -80,7 +82,7 @@ def preference(right, changed) -> float:
 
 def probe_run(workdir: str, *, split: str = 'test', num_images: int = 500,
               batch_size: int = 250) -> dict:
-  """Per-change preference of a GAN-INT-CLS run's D for true captions (a dict)."""
+  """Per-change preference of a GAN-INT-CLS or DF-GAN run's D for true captions (a dict)."""
   from jaxgen import text_to_image  # pylint: disable=g-import-not-at-top
   return dict(probe(text_to_image.load(workdir), split=split, num_images=num_images,
                     batch_size=batch_size), workdir=workdir)
@@ -91,7 +93,7 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
-  from jaxgen.families import base, gan_int_cls  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import base, dfgan, gan_int_cls  # pylint: disable=g-import-not-at-top
   from jaxgen.families import text_conditioning as tc  # pylint: disable=g-import-not-at-top
   if split not in SPLITS:
     raise ValueError(f'Unknown split {split!r}; accepted: {", ".join(SPLITS)}.')
@@ -99,19 +101,23 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
     raise ValueError(f'num_images must be in [2, {shapes.SPLIT_SIZES[split]}] for {split!r}; '
                      f'got {num_images}.')
   config = run.config
-  if config.family != 'gan_int_cls':
+  if config.family not in ('gan_int_cls', 'dfgan'):
     raise ValueError(f'The run is a {config.family!r} run; the matching probe asks a '
-                     'GAN-INT-CLS discriminator D(image, caption).')
+                     'discriminator D(image, caption) of a gan_int_cls or dfgan run.')
   if config.data.name != 'jaxgen_shapes' or run.text is None:
     raise ValueError(f'The matching probe writes jaxgen_shapes captions and embeds them with '
                      f'the run\'s text encoder; the run trained on {config.data.name!r}'
                      + (' with precomputed embeddings' if run.text is None else '') + '.')
-  _, discriminator, _ = gan_int_cls.networks(config)
   d_vars = base.variables(run.nets['d'])
   res = config.data.resolution
   images = np.stack([shapes.render(shapes.sample_example(split, i), res)
                      for i in range(num_images)]).astype(np.float32) / 127.5 - 1.0
-  score = jax.jit(lambda v, x, t: discriminator.apply(v, x, t, train=False))
+  if config.family == 'gan_int_cls':
+    _, discriminator, _ = gan_int_cls.networks(config)
+    score = jax.jit(lambda v, x, t: discriminator.apply(v, x, t, train=False))
+  else:
+    _, discriminator, _ = dfgan.networks(config)
+    score = jax.jit(discriminator.apply)
 
   def logits(texts):
     out = []
@@ -120,8 +126,9 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
       out.append(np.asarray(score(d_vars, jnp.asarray(images[i:i + batch_size]), t)))
     return np.concatenate(out)
 
-  out = {'step': run.step, 'split': split, 'num_images': num_images,
-         'cls': bool(config.cls), 'interp': bool(config.interp),
+  # DF-GAN's D always has the mismatched pairs (Reed's CLS term, as a hinge) and no GAN-INT.
+  out = {'step': run.step, 'split': split, 'num_images': num_images, 'family': config.family,
+         'cls': bool(config.get('cls', True)), 'interp': bool(config.get('interp', False)),
          'wrong_captions': config.get('wrong_captions', 'roll'), 'seed': int(config.seed),
          'g_width': int(config.model.g_width), 'd_width': int(config.model.d_width),
          'd_projection': bool(config.model.get('d_projection', False)),
@@ -153,8 +160,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('workdir', None, 'A finished GAN-INT-CLS run on jaxgen_shapes.',
-                      required=True)
+  flags.DEFINE_string('workdir', None,
+                      'A finished GAN-INT-CLS or DF-GAN run on jaxgen_shapes.', required=True)
   flags.DEFINE_enum('split', 'test', SPLITS, 'The split whose images and captions are used.')
   flags.DEFINE_integer('num_images', 500, 'The first N images of --split.')
   flags.DEFINE_string('results', '', 'Also write a stamped results file here (jaxgen.results).')

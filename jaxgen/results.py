@@ -744,12 +744,15 @@ BLOCKS: dict[str, Block] = {
                f'python -m jaxgen.text_probe --workdir=runs/text_encoder/{name} '
                f'--results=docs/results/text_encoder/probe_{name}.json')
         for name in ('char_cnn_rnn', 'char_cnn_rnn_long'))),
-    'matching_probe': Block(render_matching_probe, tuple(
-        Source(f'docs/results/gan_int_cls/matching_{run}.json',
-               f'python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/{run} '
-               f'--results=docs/results/gan_int_cls/matching_{run}.json')
-        for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64', 'cpu32_proj',
-                    'cpu32_g64'))),
+    'matching_probe': Block(render_matching_probe, (
+        *(Source(f'docs/results/gan_int_cls/matching_{run}.json',
+                 f'python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/{run} '
+                 f'--results=docs/results/gan_int_cls/matching_{run}.json')
+          for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64', 'cpu32_proj',
+                      'cpu32_g64')),
+        Source('docs/results/dfgan/matching_cpu32_20k.json',
+               'python -m jaxgen.matching_probe --workdir=runs/dfgan/cpu32_20k '
+               '--results=docs/results/dfgan/matching_cpu32_20k.json'))),
     'attribute_ceiling': Block(render_attribute_ceiling, tuple(
         Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
                f'python -m jaxgen.metrics.attributes --resolution={res} '
@@ -775,6 +778,16 @@ BLOCKS: dict[str, Block] = {
                             ('cpu32_proj', 'gan_int_cls_cpu32_proj'),
                             ('cpu32_g64', 'gan_int_cls_cpu32_g64'),
                             ('cpu32', 'gan_int_cls_cpu32')))),
+    'text_to_image_models_cpu32': Block(render_text_to_image, (
+        Source('docs/results/gan_int_cls/cpu32.json',
+               'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/cpu32 '
+               '--results=docs/results/gan_int_cls/cpu32.json '
+               '--figure=docs/images/text_to_image_gan_int_cls_cpu32.png'),
+        *(Source(f'docs/results/dfgan/{run}.json',
+                 f'python -m jaxgen.text_image_eval --workdir=runs/dfgan/{run} '
+                 f'--results=docs/results/dfgan/{run}.json '
+                 f'--figure=docs/images/text_to_image_dfgan_{run}.png')
+          for run in ('cpu32_6k', 'cpu32', 'cpu32_20k')))),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',
                'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/gan_int_cls '

@@ -229,7 +229,7 @@ def _shapes(resolution, batch=2, nz=6, cond=5):
   return img.shape, feats.shape, logits.shape
 
 
-@pytest.mark.parametrize('resolution', [64, 128, 256])
+@pytest.mark.parametrize('resolution', [32, 64, 128, 256])
 def test_shapes(resolution):
   img, feats, logits = _shapes(resolution)
   assert img == (2, resolution, resolution, 3)
@@ -338,6 +338,19 @@ def test_parameter_counts_at_paper_width():
   assert unused == 3 * (256 * 256 + 256)
 
 
+def test_parameter_counts_of_the_cpu32_size():
+  """32x32, widths 16, a 128-d sentence (``dfgan.py:cpu32``): the same layer-list count,
+  three UpBlocks and three DownBlocks (the figures the 32x32 results table prints)."""
+  g = dfgan.Generator(32, 3, 16)
+  d = dfgan.MatchingDiscriminator(32, 16)
+  z, s, x = jnp.zeros((1, 100)), jnp.zeros((1, 128)), jnp.zeros((1, 32, 32, 3))
+  gp = jax.eval_shape(lambda: g.init(jax.random.PRNGKey(0), z, s))
+  dp = jax.eval_shape(lambda: d.init(jax.random.PRNGKey(0), x, s))['params']
+  want_g, want_d, want_head, _ = official_counts(cond=128, ngf=16, ndf=16, r=32)
+  assert count(gp) == want_g == 780_163
+  assert count(dp['features']) + count(dp['head']) == want_d + want_head == 451_235
+
+
 def test_residual_gamma_variant_starts_as_the_shortcut():
   x = jnp.asarray(np.random.default_rng(6).normal(size=(1, 4, 4, 8)), jnp.float32)
   cond = jnp.ones((1, 3))
@@ -361,9 +374,9 @@ def cfg(**overrides):
 
 
 def test_unsupported_resolution_is_a_clear_error():
-  with pytest.raises(ValueError, match='dfgan cannot make 32x32 images; accepted resolutions: '
-                                       '64, 128, 256'):
-    dfgan.make_networks(cfg(resolution=32))
+  with pytest.raises(ValueError, match='dfgan cannot make 16x16 images; accepted resolutions: '
+                                       '32, 64, 128, 256'):
+    dfgan.make_networks(cfg(resolution=16))
   with pytest.raises(ValueError, match='cannot make 512x512'):
     dfgan.Generator(512, 3, 4).init(jax.random.PRNGKey(0), jnp.zeros((1, 2)), jnp.zeros((1, 2)))
   with pytest.raises(ValueError, match='takes 64x64 images'):

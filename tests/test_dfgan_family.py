@@ -1,5 +1,5 @@
 """The DF-GAN family: config variants and errors, truncated sampling latents, and one set of
-tiny engine runs (64x64, the smallest DF-GAN size) checked against an independent
+tiny engine runs (64x64, the smallest size the paper's code makes) checked against an independent
 recomputation of the step from the networks (losses, MA-GP, Adam with betas (0, 0.9)),
 against an interrupted and resumed run, and through the text-to-image sampling tool."""
 import functools
@@ -14,7 +14,7 @@ from scipy import stats
 
 from experiments.configs import dfgan as dfgan_config
 from experiments.configs import text_encoder as text_config
-from jaxgen import text_to_image
+from jaxgen import matching_probe, text_to_image
 from jaxgen.data import source
 from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
@@ -66,12 +66,16 @@ def test_config_variants():
       'coco_captions', 'restval', 30_000)
   for c in (cpu, paper, cub, coco, dfgan_config.get_config('tiny')):
     dfgan.validate(c)  # every variant is a valid config
-  with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, r64'):
-    dfgan_config.get_config('r32')
+  cpu32 = dfgan_config.get_config('cpu32')
+  assert (cpu32.model.resolution, cpu32.data.resolution, cpu32.model.g_width,
+          cpu32.model.d_width, cpu32.batch_size, cpu32.num_steps) == (32, 32, 16, 16, 32, 12_000)
+  dfgan.validate(cpu32)
+  with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, cpu32, r32'):
+    dfgan_config.get_config('r16')
 
 
 @pytest.mark.parametrize('field, value, match', [
-    ('model.resolution', 32, 'dfgan cannot make 32x32 images; accepted resolutions: 64, 128'),
+    ('model.resolution', 16, 'dfgan cannot make 16x16 images; accepted resolutions: 32, 64'),
     ('data.resolution', 128, r'model.resolution \(64\) must equal data.resolution \(128\)'),
     ('model.cond_dim', 100, r'model.cond_dim \(100\) must equal the size of the sentence '
                             r'vectors, 16'),
@@ -264,5 +268,21 @@ def test_steps_through_the_engine_match_a_recomputation_and_resume_bitwise(tfds_
   tokens = tc.tokenize(text, ['a small red circle at the top'] * 3)
   # The family's latents and G, up to float32 rounding as above.
   np.testing.assert_allclose(grid[0], draw(full.nets, z, tokens), rtol=0, atol=1e-6)
+
+  # The matching probe asks this D too. With the sentence's input weights of D's joint conv
+  # zeroed, D cannot see the caption: every logit pair is equal, so every preference is
+  # exactly 1/2 and every gap exactly 0.
+  out = matching_probe.probe(run, num_images=8)
+  assert (out['family'], out['cls'], out['interp'], out['step']) == ('dfgan', True, False, 2)
+  for r in out['changes'].values():
+    assert 0.0 <= r['preference'] <= 1.0 and np.isfinite(r['logit_gap'])
+  d = run.nets['d']
+  params = jax.tree.map(np.array, d['params'])
+  joint = params['head']['joint_conv0']['kernel']  # [3, 3, 8 * width + cond_dim, 2 * width]
+  assert joint.shape[2] == 8 * config.model.d_width + config.model.cond_dim
+  joint[:, :, 8 * config.model.d_width:, :] = 0.0
+  run.nets = dict(run.nets, d=dict(d, params=params))
+  for r in matching_probe.probe(run, num_images=8)['changes'].values():
+    assert r['preference'] == 0.5 and r['logit_gap'] == 0.0
 
 

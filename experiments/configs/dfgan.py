@@ -17,7 +17,13 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
          (``benchmarks/results/step_throughput_dfgan_cpu.json``; 0.80 s with
          ``conv_impl='plain'``), so the steps take about 15 minutes there, plus the periodic
          samples and checkpoints.
-  r64, r128, r256  the output resolution (model and data), e.g. ``r128`` or ``paper,r64``.
+  cpu32  32x32 (the size of ``gan_int_cls.py``'s ``cpu32``, so the two are scored side by
+         side), widths 16 (ngf = ndf = 16), batch 32, 12,000 steps (96 epochs; as many
+         images as ``gan_int_cls.py:cpu32``'s 6,000 steps of 64), the other settings as
+         ``cpu``: about 45 minutes on the quiet 2-core CPU (4.5 steps/s). Use it with the
+         longer-trained CPU char-CNN-RNN (``text_encoder.py:char_cnn_rnn,cpu_long``) as the
+         measured table does (docs/text_to_image.md).
+  r32, r64, r128, r256  the output resolution (model and data), e.g. ``r128`` or ``paper,r64``.
   paper  the paper's networks: 256x256, widths 32 (``nf: 32`` of the official configs),
          flax's own convolutions (``conv_impl='plain'``: cuDNN runs them well),
          z 100, the DAMSM bi-LSTM sentence encoder (300-d words, 128 units per direction,
@@ -31,7 +37,7 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
   coco   ``paper`` on MS-COCO 2014 (TFDS ``coco_captions``: ``train`` is train2014, 82,783
          images; prepare it with ``tfds build coco_captions``): the official ``coco.yml``,
          batch 32, 300 epochs (2,586 steps each).
-  tiny   a seconds-long smoke run (64x64, the smallest DF-GAN size; widths 4, the tiny
+  tiny   a seconds-long smoke run (64x64, the smallest size the paper's code makes; widths 4, the tiny
          char-CNN-RNN, batch 4, 4 steps).
 
 Every variant keeps the official optimisation: Adam with betas (0.0, 0.9), G at 1e-4, D at
@@ -85,8 +91,8 @@ from experiments.configs import text_encoder as text_config
 from jaxgen.engine import config as engine_config
 from jaxgen.families import text_encoder
 
-VARIANTS = ('cpu', 'r64', 'r128', 'r256', 'paper', 'cub', 'coco', 'tiny')
-RESOLUTION_VARIANTS = {'r64': 64, 'r128': 128, 'r256': 256}
+VARIANTS = ('cpu', 'cpu32', 'r32', 'r64', 'r128', 'r256', 'paper', 'cub', 'coco', 'tiny')
+RESOLUTION_VARIANTS = {'r32': 32, 'r64': 64, 'r128': 128, 'r256': 256}
 PAPER_WIDTH = 32
 # The official training sets (images) and epochs (bird.yml / coco.yml: max_epoch 1301 / 301,
 # epochs counted from 1), batch 32, incomplete batches dropped.
@@ -165,6 +171,11 @@ def get_config(arg: str = 'cpu'):
         if name == 'cub':
           c.data.builder_config = 'bbox_crop'
       c.eval_reference_split = REFERENCE_SPLITS.get(name, c.data.eval_split)
+    elif name == 'cpu32':
+      c.model.resolution = c.data.resolution = 32
+      c.model.g_width = c.model.d_width = 16
+      c.num_steps = 12_000
+      c.checkpoint_every = 1000
     elif name == 'tiny':
       c.model.resolution = c.data.resolution = 64  # the smallest size DF-GAN makes
       c.model.g_width = c.model.d_width = 4

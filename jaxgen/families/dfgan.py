@@ -6,7 +6,7 @@ Networks (:mod:`jaxgen.models.dfgan`):
 
 * ``g``: G(z, s), a 4x4 map from z and a chain of UpBlocks, each fusing ``concat(z, s)``
   through its DF-Blocks (text-predicted channel-wise scale and shift), up to
-  ``model.resolution`` (64, 128 or 256). No BatchNorm, no EMA: the weights are the sampler.
+  ``model.resolution`` (32, 64, 128 or 256). No BatchNorm, no EMA: the weights are the sampler.
 * ``d``: the feature extractor (DownBlocks to 4x4) and the conditional head (the sentence
   vector tiled over the 4x4 grid, two convolutions to one logit), one network with one
   optimizer, as the official code steps ``netD`` and ``netC`` together.

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 
 from jaxgen.models import dcgan, with_defaults
 
-RESOLUTIONS = (64, 128, 256)
+RESOLUTIONS = (32, 64, 128, 256)
 # Optional model.* fields and their defaults (required: resolution, channels, latent_dim,
 # cond_dim, g_width, d_width). The paper's networks: latent_dim 100, cond_dim 256 (the DAMSM
 # sentence vector), g_width = d_width = 32, resolution 256.
