@@ -787,7 +787,7 @@ BLOCKS: dict[str, Block] = {
                  f'python -m jaxgen.text_image_eval --workdir=runs/dfgan/{run} '
                  f'--results=docs/results/dfgan/{run}.json '
                  f'--figure=docs/images/text_to_image_dfgan_{run}.png')
-          for run in ('cpu32_6k', 'cpu32', 'cpu32_20k')))),
+          for run in ('cpu32_6k', 'cpu32', 'cpu32_20k', 'cpu32_28k')))),
     'text_to_image_models': Block(render_text_to_image, (
         Source('docs/results/gan_int_cls/gan_int_cls.json',
                'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/gan_int_cls '
