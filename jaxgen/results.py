@@ -640,6 +640,15 @@ def _report(name: str, args: str) -> Source:
                       f'--out=runs/gan_2d_report/{name} --results={path}')
 
 
+def _scored(run: str, figure: str, options: str = '') -> Source:
+  """A text-to-image run under ``runs/<run>``, scored into ``docs/results/<run>.json`` with its
+  sample grid ``docs/images/text_to_image_<figure>.png``."""
+  return Source(f'docs/results/{run}.json',
+                f'python -m jaxgen.text_image_eval --workdir=runs/{run} {options}'
+                f'--results=docs/results/{run}.json '
+                f'--figure=docs/images/text_to_image_{figure}.png')
+
+
 def _vae(name: str, workdir: str, k: int = 5000) -> Source:
   path = f'docs/results/vae/{name}.json'
   return Source(path, f'python -m jaxgen.vae_tools evaluate --workdir={workdir} --k={k} '
@@ -759,16 +768,9 @@ BLOCKS: dict[str, Block] = {
                f'--results=docs/results/text_encoder/attributes_ceiling_{res}.json')
         for res in (32, 64))),
     'text_to_image': Block(render_text_to_image, tuple(
-        Source(f'docs/results/gan_int_cls/{v}.json',
-               f'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/{v} '
-               f'--results=docs/results/gan_int_cls/{v}.json '
-               f'--figure=docs/images/text_to_image_{v}.png')
-        for v in ('gan', 'gan_cls', 'gan_int', 'gan_int_cls'))),
+        _scored(f'gan_int_cls/{v}', v) for v in ('gan', 'gan_cls', 'gan_int', 'gan_int_cls'))),
     'text_to_image_cpu32': Block(render_text_to_image, tuple(
-        Source(f'docs/results/gan_int_cls/{run}.json',
-               f'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/{run} '
-               f'--results=docs/results/gan_int_cls/{run}.json '
-               f'--figure=docs/images/text_to_image_{figure}.png')
+        _scored(f'gan_int_cls/{run}', figure)
         for run, figure in (('cpu32_gan', 'gan_cpu32'), ('cpu32_gan_cls', 'gan_cls_cpu32'),
                             ('cpu32_gan_cls_seed1', 'gan_cls_cpu32_seed1'),
                             ('cpu32_gan_int', 'gan_int_cpu32'),
@@ -779,28 +781,15 @@ BLOCKS: dict[str, Block] = {
                             ('cpu32_g64', 'gan_int_cls_cpu32_g64'),
                             ('cpu32', 'gan_int_cls_cpu32')))),
     'text_to_image_models_cpu32': Block(render_text_to_image, (
-        Source('docs/results/gan_int_cls/cpu32.json',
-               'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/cpu32 '
-               '--results=docs/results/gan_int_cls/cpu32.json '
-               '--figure=docs/images/text_to_image_gan_int_cls_cpu32.png'),
-        *(Source(f'docs/results/dfgan/{run}.json',
-                 f'python -m jaxgen.text_image_eval --workdir=runs/dfgan/{run} '
-                 f'--results=docs/results/dfgan/{run}.json '
-                 f'--figure=docs/images/text_to_image_dfgan_{run}.png')
+        _scored('gan_int_cls/cpu32', 'gan_int_cls_cpu32'),
+        *(_scored(f'dfgan/{run}', f'dfgan_{run}')
           for run in ('cpu32_6k', 'cpu32', 'cpu32_20k', 'cpu32_28k')))),
     'text_to_image_models': Block(render_text_to_image, (
-        Source('docs/results/gan_int_cls/gan_int_cls.json',
-               'python -m jaxgen.text_image_eval --workdir=runs/gan_int_cls/gan_int_cls '
-               '--results=docs/results/gan_int_cls/gan_int_cls.json '
-               '--figure=docs/images/text_to_image_gan_int_cls.png'),
-        *(Source(f'docs/results/{path}.json',
-                 f'python -m jaxgen.text_image_eval --workdir=runs/{path} --resolution=64 '
-                 f'{extra}--results=docs/results/{path}.json '
-                 f'--figure=docs/images/text_to_image_{figure}.png')
-          for path, figure, extra in (
-              ('stackgan/stage1', 'stackgan1', ''),
-              ('stackgan/stage2', 'stackgan2', '--text_encoder=runs/text_encoder/char_cnn_rnn '),
-              ('dfgan/cpu', 'dfgan', ''))))),
+        _scored('gan_int_cls/gan_int_cls', 'gan_int_cls'),
+        _scored('stackgan/stage1', 'stackgan1', '--resolution=64 '),
+        _scored('stackgan/stage2', 'stackgan2',
+                '--resolution=64 --text_encoder=runs/text_encoder/char_cnn_rnn '),
+        _scored('dfgan/cpu', 'dfgan', '--resolution=64 '))),
     'style_encoder': Block(render_style_encoder, tuple(
         Source(f'docs/results/gan_int_cls/{name}.json',
                'python -m experiments.style_encoder --config=experiments/configs/'

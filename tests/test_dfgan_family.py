@@ -1,6 +1,6 @@
 """The DF-GAN family: config variants and errors, truncated sampling latents, and one set of
-tiny engine runs (64x64, the smallest size the paper's code makes) checked against an independent
-recomputation of the step from the networks (losses, MA-GP, Adam with betas (0, 0.9)),
+tiny engine runs (64x64, the smallest size of the paper's configs) checked against an
+independent recomputation of the step from the networks (losses, MA-GP, Adam with betas (0, 0.9)),
 against an interrupted and resumed run, and through the text-to-image sampling tool."""
 import functools
 import os

@@ -37,8 +37,8 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
   coco   ``paper`` on MS-COCO 2014 (TFDS ``coco_captions``: ``train`` is train2014, 82,783
          images; prepare it with ``tfds build coco_captions``): the official ``coco.yml``,
          batch 32, 300 epochs (2,586 steps each).
-  tiny   a seconds-long smoke run (64x64, the smallest size the paper's code makes; widths 4, the tiny
-         char-CNN-RNN, batch 4, 4 steps).
+  tiny   a seconds-long smoke run (64x64, the smallest size of the paper's configs; widths
+         4, the tiny char-CNN-RNN, batch 4, 4 steps).
 
 Every variant keeps the official optimisation: Adam with betas (0.0, 0.9), G at 1e-4, D at
 4e-4, one D step then one G step per train step, D's loss ``real + (fake + mismatch) / 2 +
@@ -177,7 +177,7 @@ def get_config(arg: str = 'cpu'):
       c.num_steps = 12_000
       c.checkpoint_every = 1000
     elif name == 'tiny':
-      c.model.resolution = c.data.resolution = 64  # the smallest size DF-GAN makes
+      c.model.resolution = c.data.resolution = 64  # the smallest size of the paper's configs
       c.model.g_width = c.model.d_width = 4
       c.model.latent_dim = 8
       c.batch_size = 4
