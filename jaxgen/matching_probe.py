@@ -117,7 +117,8 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
     score = jax.jit(lambda v, x, t: discriminator.apply(v, x, t, train=False))
   else:
     _, discriminator, _ = dfgan.networks(config)
-    score = jax.jit(discriminator.apply)
+    scale = float(dfgan.text_scale(config))
+    score = jax.jit(lambda v, x, t: discriminator.apply(v, x, scale * t))
 
   def logits(texts):
     out = []
@@ -132,6 +133,8 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
          'wrong_captions': config.get('wrong_captions', 'roll'), 'seed': int(config.seed),
          'g_width': int(config.model.g_width), 'd_width': int(config.model.d_width),
          'd_projection': bool(config.model.get('d_projection', False)),
+         'text_encoder': config.text.encoder,
+         'text_scale': float(config.get('text_scale', 1.0)),
          'changes': {}}
   right = None
   for change in CHANGES:

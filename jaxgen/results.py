@@ -395,12 +395,13 @@ def render_text_retrieval(docs, paths) -> str:
   for i, doc in enumerate(docs, 1):
     r = payload(doc)
     e, c = r['eval'], r['config']
-    row = [f'`{c["text"]["encoder"]}` + {c["loss"]["name"]}', f'{e["step"]:,}']
+    res = c['data']['resolution']
+    row = [f'`{c["text"]["encoder"]}` + {c["loss"]["name"]}', f'{res}x{res}', f'{e["step"]:,}']
     for split in ('test', 'heldout'):
       row += [_num(e.get(f'{split}/top1'), 3), _num(e.get(f'{split}/top5'), 3),
               _num(e.get(f'{split}/r_precision'), 3)]
     rows.append(row + [_duration(r.get('wall_seconds_this_call')), str(i)])
-  head = ['encoder + loss', 'steps', 'test top-1', 'test top-5', 'test R-precision',
+  head = ['encoder + loss', 'images', 'steps', 'test top-1', 'test top-5', 'test R-precision',
           'held-out top-1', 'held-out top-5', 'held-out R-precision', 'wall time', 'from']
   cands = payload(docs[0])['config']['eval']['num_candidates'] if docs else 100
   note = (f'Every caption of every image is a query; the true image is ranked among {cands} '
@@ -425,6 +426,10 @@ def _run_label(t: dict) -> str:
     name += f', ngf {t["g_width"]}, ndf {t["d_width"]}'
   if t.get('d_projection'):  # not Reed's D (jaxgen.models.gan_int_cls)
     name += ', projection D'
+  if t.get('text_encoder') == 'bilstm':  # the CPU tables' runs read the char-CNN-RNN
+    name += ', bi-LSTM text'
+  if t.get('text_scale', 1.0) != 1.0:  # not the paper's: sentences scaled (DF-GAN)
+    name += f', text x{t["text_scale"]:g}'
   if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
     name += f', seed {t["seed"]}'
   return name
@@ -489,6 +494,11 @@ def render_text_probe(docs, paths) -> str:
     for r in results:
       row += [_num(r['text'][attr]['accuracy'], 3), _num(r['image'][attr]['accuracy'], 3)]
     rows.append(row + [_num(results[0]['text'][attr]['chance'], 3)])
+  row = ['mean length (L2)']
+  for r in results:  # files written before the lengths were recorded: '–'
+    length = r.get('length', {})
+    row += [_num(length.get('text'), 2), _num(length.get('image'), 2)]
+  rows.append(row + [''])
   return '\n'.join([_table(head + ['chance'], rows), '', sources(docs, paths)])
 
 
@@ -747,21 +757,25 @@ BLOCKS: dict[str, Block] = {
                f'--results=docs/results/text_encoder/{name}.json')
         for name, arg in (('char_cnn_rnn', 'char_cnn_rnn'),
                           ('char_cnn_rnn_long', 'char_cnn_rnn,cpu_long'),
-                          ('bilstm', 'bilstm')))),
+                          ('bilstm', 'bilstm'),
+                          ('char_cnn_rnn_cpu64', 'char_cnn_rnn,cpu64'),
+                          ('bilstm_cpu64', 'bilstm,cpu64')))),
     'text_probe': Block(render_text_probe, tuple(
         Source(f'docs/results/text_encoder/probe_{name}.json',
                f'python -m jaxgen.text_probe --workdir=runs/text_encoder/{name} '
                f'--results=docs/results/text_encoder/probe_{name}.json')
-        for name in ('char_cnn_rnn', 'char_cnn_rnn_long'))),
+        for name in ('char_cnn_rnn', 'char_cnn_rnn_long', 'char_cnn_rnn_cpu64', 'bilstm',
+                     'bilstm_cpu64'))),
     'matching_probe': Block(render_matching_probe, (
         *(Source(f'docs/results/gan_int_cls/matching_{run}.json',
                  f'python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/{run} '
                  f'--results=docs/results/gan_int_cls/matching_{run}.json')
           for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64', 'cpu32_proj',
                       'cpu32_g64')),
-        Source('docs/results/dfgan/matching_cpu32_20k.json',
-               'python -m jaxgen.matching_probe --workdir=runs/dfgan/cpu32_20k '
-               '--results=docs/results/dfgan/matching_cpu32_20k.json'))),
+        *(Source(f'docs/results/dfgan/matching_{run}.json',
+                 f'python -m jaxgen.matching_probe --workdir=runs/dfgan/{run} '
+                 f'--results=docs/results/dfgan/matching_{run}.json')
+          for run in ('cpu32_20k', 'cpu32_bilstm_x6')))),
     'attribute_ceiling': Block(render_attribute_ceiling, tuple(
         Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
                f'python -m jaxgen.metrics.attributes --resolution={res} '
@@ -783,7 +797,11 @@ BLOCKS: dict[str, Block] = {
     'text_to_image_models_cpu32': Block(render_text_to_image, (
         _scored('gan_int_cls/cpu32', 'gan_int_cls_cpu32'),
         *(_scored(f'dfgan/{run}', f'dfgan_{run}')
-          for run in ('cpu32_6k', 'cpu32', 'cpu32_20k', 'cpu32_28k')))),
+          for run in ('cpu32_6k', 'cpu32', 'cpu32_20k', 'cpu32_28k')),
+        # R-precision with the char-CNN-RNN of the other rows, not the run's own bi-LSTM.
+        *(_scored(f'dfgan/{run}', f'dfgan_{run}',
+                  '--text_encoder=runs/text_encoder/char_cnn_rnn_long ')
+          for run in ('cpu32_bilstm', 'cpu32_bilstm_x6')))),
     'text_to_image_models': Block(render_text_to_image, (
         _scored('gan_int_cls/gan_int_cls', 'gan_int_cls'),
         _scored('stackgan/stage1', 'stackgan1', '--resolution=64 '),

@@ -163,6 +163,7 @@ def train_summary(workdir: str, config) -> dict:
           'd_width': model.get('d_width'), 'text_encoder': config.text.encoder,
           'seed': config.seed, 'wrong_captions': config.get('wrong_captions', 'roll'),
           'd_projection': bool(model.get('d_projection', False)),
+          'text_scale': float(config.get('text_scale', 1.0)),
           'train_seconds': seconds}
 
 

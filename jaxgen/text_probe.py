@@ -10,7 +10,9 @@ training images and scores it on the first ``--test_images`` images of ``--split
 
 * ``text``: the sentence embedding phi(t) of every caption of those images, each labelled
   with its image's attributes;
-* ``image``: the run's image embedding of each image.
+* ``image``: the run's image embedding of each image;
+
+and the mean L2 length of both kinds of test embedding (``length``).
 
 A text-to-image generator reads phi(t) through one linear layer, so an attribute the text
 probe reads poorly is one the generator has to decode itself. Prints the table; ``--results``
@@ -18,6 +20,7 @@ also writes a stamped results file (:mod:`jaxgen.results`).
 """
 from __future__ import annotations
 
+import numpy as np
 from absl import app, flags
 
 from jaxgen.data import captions
@@ -47,6 +50,10 @@ def probe_run(workdir: str, *, split: str = 'test', train_images: int = 4000,
   te_cap, te_owner, te_img, te_lab = embedded(split, test_images)
   out = {'workdir': workdir, 'step': int(state.step), 'split': split,
          'num_train_images': len(tr_img), 'num_test_images': len(te_img)}
+  # Mean L2 length of the test embeddings: a generator that concatenates phi(t) with its
+  # noise (DF-GAN) weighs the two by their lengths, which a cosine-trained encoder leaves free.
+  out['length'] = {'text': float(np.linalg.norm(np.asarray(te_cap), axis=-1).mean()),
+                   'image': float(np.linalg.norm(np.asarray(te_img), axis=-1).mean())}
   for kind in ('text', 'image'):
     out[kind] = {}
     for attr in tr_lab:
@@ -64,6 +71,8 @@ def table(result: dict) -> str:
   for attr, t in result['text'].items():
     i = result['image'][attr]
     rows.append(f'| {attr} | {t["accuracy"]:.3f} | {i["accuracy"]:.3f} | {t["chance"]:.3f} |')
+  length = result['length']
+  rows.append(f'| mean length (L2) | {length["text"]:.2f} | {length["image"]:.2f} | |')
   return '\n'.join(rows)
 
 

@@ -70,7 +70,17 @@ def test_config_variants():
   assert (cpu32.model.resolution, cpu32.data.resolution, cpu32.model.g_width,
           cpu32.model.d_width, cpu32.batch_size, cpu32.num_steps) == (32, 32, 16, 16, 32, 12_000)
   dfgan.validate(cpu32)
-  with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, cpu32, r32'):
+  # cpu32,bilstm: the same run with the CPU bi-LSTM (words) in place of the char-CNN-RNN.
+  bilstm = dfgan_config.get_config('cpu32,bilstm')
+  dfgan.validate(bilstm)
+  assert bilstm.text == text_config.get_config('bilstm,cpu64').text
+  assert (bilstm.text.encoder, bilstm.data.tokenizer, bilstm.model.cond_dim) == (
+      'bilstm', 'word', 128)
+  assert bilstm.data.resolution == 32  # the images of the DF-GAN run, not the encoder's
+  same = {k: v for k, v in bilstm.to_dict().items() if k not in ('text', 'data')}
+  assert same == {k: v for k, v in cpu32.to_dict().items() if k not in ('text', 'data')}
+  assert dfgan_config.get_config('paper,bilstm').text == paper.text
+  with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, cpu32, bilstm'):
     dfgan_config.get_config('r16')
 
 
@@ -89,6 +99,7 @@ def test_config_variants():
     ('trunc_rate', 0.0, 'trunc_rate must be a positive number; got 0.0'),
     ('trunc_bound', -2.0, 'trunc_bound must be a positive number'),
     ('num_sample_captions', 0, 'num_sample_captions must be a positive integer'),
+    ('text_scale', 0.0, 'text_scale must be a positive number; got 0.0'),
     ('text.encoder', 'gpt', "Unknown text.encoder 'gpt'; accepted: char_cnn_rnn, bilstm"),
 ])
 def test_bad_config_values_are_clear_errors(field, value, match):
@@ -286,3 +297,31 @@ def test_steps_through_the_engine_match_a_recomputation_and_resume_bitwise(tfds_
     assert r['preference'] == 0.5 and r['logit_gap'] == 0.0
 
 
+
+
+def test_text_scale_multiplies_the_sentence_before_g_d_and_ma_gp(tmp_path):
+  """One step with text_scale = 2 on embeddings e equals, bitwise, one step with scale 1 on
+  2e (a power of two: the products are exact), and so does G's sampling path."""
+  def built(scale):
+    cfg = set_fields(dfgan_config.get_config('tiny'), {
+        'text.encoder': 'precomputed', 'data.embedding_dim': 6, 'model.cond_dim': 6,
+        'data.embeddings_dir': str(tmp_path), 'text_scale': scale})
+    config, module = loop.prepare(cfg)
+    return config, module.build(config, with_data=False)
+
+  (c2, f2), (c1, f1) = built(2.0), built(1.0)
+  rng = np.random.default_rng(0)
+  image = jnp.asarray(rng.uniform(-1, 1, (4, 64, 64, 3)), jnp.float32)
+  e = jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)
+  init = base.jit_init(f1, c1.seed)()
+  out2 = jax.jit(f2.train_step)(init, {'image': image, tc.EMBEDDING_KEY: e})
+  out1 = jax.jit(f1.train_step)(init, {'image': image, tc.EMBEDDING_KEY: 2 * e})
+  assert_bitwise_equal(out2, out1)
+  # After the step: at initialisation DF-GAN's affine layers ignore the sentence (their
+  # output weights start at zero, as the official code's).
+  nets = out1[0].nets
+  z = jax.random.normal(jax.random.PRNGKey(1), (4, c1.model.latent_dim))
+  g2 = dfgan.text_to_image(c2).generate(nets, z, e)
+  np.testing.assert_array_equal(g2, dfgan.text_to_image(c1).generate(nets, z, 2 * e))
+  # Not vacuous: the scale changes what G draws.
+  assert not np.array_equal(g2, dfgan.text_to_image(c1).generate(nets, z, e))

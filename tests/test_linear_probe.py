@@ -4,7 +4,9 @@ import pytest
 
 from experiments.configs import text_encoder as text_config
 from jaxgen import text_probe
-from jaxgen.engine import loop
+from jaxgen.data import captions
+from jaxgen.engine import loop, runs
+from jaxgen.families import text_encoder
 from jaxgen.metrics import linear_probe
 
 
@@ -77,7 +79,21 @@ def test_probe_run_on_a_tiny_text_encoder_run(tmp_path):
     for r in out[kind].values():
       assert 0.0 <= r['accuracy'] <= 1.0 and 0.0 < r['chance'] <= 1.0
   table = text_probe.table(out).splitlines()
-  assert len(table) == 2 + len(names) and table[2].startswith('| shape |')
+  assert len(table) == 3 + len(names) and table[2].startswith('| shape |')
+  assert table[-1].startswith('| mean length (L2) |')
+  # The lengths: the mean over the test captions (images) of each embedding's L2 norm.
+  config, _, _, state = runs.restore_run(workdir, family='text_encoder')
+  text, image = text_encoder.make_text_net(config), text_encoder.make_image_net(config)
+  data = captions.load_caption_split(config.data, 'test', text.tokenizer, max_examples=20,
+                                     whole=True)
+  cap, _, img = text_encoder.embed_split(text, image, state.nets, data, 250)
+  cap, img = np.asarray(cap, np.float64), np.asarray(img, np.float64)
+  # float32 embeddings of O(1) entries: the float32 norm and mean agree with float64 to
+  # ~1e-6 relative.
+  np.testing.assert_allclose(out['length']['text'], np.sqrt((cap ** 2).sum(1)).mean(), rtol=1e-5)
+  np.testing.assert_allclose(out['length']['image'], np.sqrt((img ** 2).sum(1)).mean(),
+                             rtol=1e-5)
+  assert len(cap) == 20 * 10 and out['length']['text'] > 0
   with pytest.raises(ValueError, match='holds no trained run'):
     text_probe.probe_run(str(tmp_path / 'nothing'))
   with pytest.raises(ValueError, match='fitted on the train split'):

@@ -235,13 +235,14 @@ def _fake_results(source: results.Source, i: int) -> dict:
                       'gflop': 4.4}]}
   if 'experiments.text_encoder' in cmd:
     enc = 'bilstm' if 'bilstm' in cmd else 'char_cnn_rnn'
+    res = 64 if 'cpu64' in cmd else 32
     ev = {'step': 1500}
     for split in ('test', 'heldout'):
       ev.update({f'{split}/top1': 0.8 + i / 100, f'{split}/top5': 0.99,
                  f'{split}/r_precision': 0.85})
     return {'eval': ev, 'wall_seconds_this_call': 400.0, 'workdir': 'runs/x',
             'config': {'text': {'encoder': enc}, 'loss': {'name': 'damsm'},
-                       'eval': {'num_candidates': 100}}}
+                       'data': {'resolution': res}, 'eval': {'num_candidates': 100}}}
   if 'text_image_eval' in cmd:
     acc = {'shape': 0.5, 'colour': 0.9, 'size': 0.8, 'position': 0.95, 'r_precision': 0.4,
            'fid': 900.0}
@@ -249,7 +250,10 @@ def _fake_results(source: results.Source, i: int) -> dict:
     split = {'generated': acc, 'real': dict(acc, shape=0.94)}
     return {'step': 2000, 'test': split, 'heldout': split,
             'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0,
-                      'resolution': 64, **({'seed': 1} if i == 2 else {})}}
+                      'resolution': 64, **({'seed': 1} if i == 2 else {}),
+                      # DF-GAN rows read a bi-LSTM from a --text_encoder command on
+                      **({'family': 'dfgan', 'text_encoder': 'bilstm', 'text_scale': 6.4}
+                         if '--text_encoder=' in cmd and 'dfgan' in cmd else {})}}
   if 'experiments.style_encoder' in cmd:
     ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
           'style/cos_same': 0.6, 'style/cos_other': 0.1}
@@ -261,7 +265,9 @@ def _fake_results(source: results.Source, i: int) -> dict:
     probe = lambda acc: {'accuracy': acc, 'train_accuracy': acc, 'chance': 0.2}
     return {'workdir': 'runs/text_encoder/x', 'step': 1500 * (i + 1), 'split': 'test',
             'text': {'shape': probe(0.4 + i / 10), 'colour': probe(0.97)},
-            'image': {'shape': probe(0.35), 'colour': probe(0.78)}}
+            'image': {'shape': probe(0.35), 'colour': probe(0.78)},
+            # files written before the lengths were recorded lack them (rendered '–')
+            **({'length': {'text': 1.5 + i, 'image': 3.0}} if i else {})}
   if 'jaxgen.matching_probe' in cmd:
     ch = lambda p, g: {'preference': p, 'logit_gap': g}
     return {'workdir': 'runs/gan_int_cls/x', 'step': 6000, 'split': 'test', 'num_images': 500,
@@ -298,12 +304,17 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
       assert f'`{src.command}`' in text
       assert f'({os.path.relpath(src.path, "docs")})' in text
   assert '| `dcgan_sn` | 500 | 6.00 | 40.00 |' in text  # compare_sn: the last point of a curve
-  assert '| `bilstm` + damsm | 1,500 | 0.820 | 0.990 | 0.850 | 0.820 |' in text  # 3rd file: i = 2
+  assert '| `bilstm` + damsm | 32x32 | 1,500 | 0.820 | 0.990 | 0.850 | 0.820 |' in text  # i = 2
+  assert '| `bilstm` + damsm | 64x64 | 1,500 | 0.840 |' in text  # the 5th file: cpu64
+  # text_to_image: a DF-GAN run on the bi-LSTM with scaled sentences says both.
+  assert '| DF-GAN, bi-LSTM text, text x6.4 | 64 |' in text
   # text_to_image: a run trained with another seed says so (files without a seed: seed 0).
   assert '| GAN-INT, seed 1 | 64 | 2,000 |' in text and '| GAN-INT | 64 | 2,000 |' in text
   # text_probe: one row per attribute, (text, image) of each file side by side, then chance.
-  assert '| shape | 0.400 | 0.350 | 0.500 | 0.350 | 0.200 |' in text
+  assert ('| shape | 0.400 | 0.350 | 0.500 | 0.350 | 0.600 | 0.350 | 0.700 | 0.350 | 0.800 '
+          '| 0.350 | 0.200 |') in text
   assert 'text, x (3,000 steps) [2]' in text
+  assert '| mean length (L2) | – | – | 2.50 | 3.00 | 3.50 | 3.00 |' in text
   # conv_layers: each time with its rate (4.4 GFLOP in 44 ms: 100 GFLOP/s).
   assert '| 44.0 ms (100 GFLOP/s) | 68.0 ms (65 GFLOP/s) | 100.0 ms (44 GFLOP/s) |' in text
   # step_throughput: an interleaved file says how its ratios were taken; the others do not.

@@ -156,16 +156,23 @@ def test_config_errors_name_the_problem(change, match, data_dir, tmp_path):
 
 def test_config_variants():
   for arg in ('char_cnn_rnn', 'bilstm', 'char_cnn_rnn,paper', 'bilstm,paper', 'tiny',
-              'char_cnn_rnn,cpu_long', 'bilstm,cpu_long'):
+              'char_cnn_rnn,cpu_long', 'bilstm,cpu_long', 'bilstm,cpu64', 'char_cnn_rnn,cpu64'):
     c = text_config.get_config(arg)
     text_encoder.validate(c)
   for encoder in ('char_cnn_rnn', 'bilstm'):
-    # cpu_long trains the cpu network 4x longer, so a text-to-image config built for the cpu
-    # encoder imports its weights unchanged: same module fields, same tokenizer.
-    cpu, long = (text_config.get_config(f'{encoder},{s}') for s in ('cpu', 'cpu_long'))
+    # cpu_long trains the cpu network 4x longer and cpu64 against 64x64 images, so a
+    # text-to-image config built for the cpu encoder imports their weights unchanged: same
+    # module fields, same tokenizer.
+    cpu, long, r64 = (text_config.get_config(f'{encoder},{s}')
+                      for s in ('cpu', 'cpu_long', 'cpu64'))
     assert long.text == cpu.text and long.data == cpu.data
     assert text_encoder.text_structure(long) == text_encoder.text_structure(cpu)
-    assert (cpu.num_steps, long.num_steps) == (1500, 6000)
+    assert (cpu.num_steps, long.num_steps, r64.num_steps) == (1500, 6000, 3000)
+    assert r64.text == cpu.text
+    assert text_encoder.text_structure(r64) == text_encoder.text_structure(cpu)
+    assert (r64.data.resolution, tuple(r64.image.features)) == (64, (32, 64, 128, 256))
+    assert {k: v for k, v in r64.data.items() if k != 'resolution'} == {
+        k: v for k, v in cpu.data.items() if k != 'resolution'}
   paper = text_config.get_config('char_cnn_rnn,paper')
   assert text_encoder.text_dim(paper) == 1024  # Reed et al.'s 1024-d embedding
   assert text_encoder.text_dim(text_config.get_config('bilstm,paper')) == 256  # 2 x 128

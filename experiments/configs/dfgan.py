@@ -23,6 +23,10 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
          ``cpu``: about 45 minutes on the quiet 2-core CPU (4.5 steps/s). Use it with the
          longer-trained CPU char-CNN-RNN (``text_encoder.py:char_cnn_rnn,cpu_long``) as the
          measured table does (docs/text_to_image.md).
+  bilstm the CPU size of DF-GAN's own kind of text encoder, AttnGAN's DAMSM bi-LSTM
+         (``text_encoder.py:bilstm,cpu64``: words, 128-d sentences, matched against 64x64
+         images) in place of the char-CNN-RNN, e.g. ``cpu32,bilstm`` with
+         ``--config.text_from=<that run>``.
   r32, r64, r128, r256  the output resolution (model and data), e.g. ``r128`` or ``paper,r64``.
   paper  the paper's networks: 256x256, widths 32 (``nf: 32`` of the official configs),
          flax's own convolutions (``conv_impl='plain'``: cuDNN runs them well),
@@ -91,7 +95,8 @@ from experiments.configs import text_encoder as text_config
 from jaxgen.engine import config as engine_config
 from jaxgen.families import text_encoder
 
-VARIANTS = ('cpu', 'cpu32', 'r32', 'r64', 'r128', 'r256', 'paper', 'cub', 'coco', 'tiny')
+VARIANTS = ('cpu', 'cpu32', 'bilstm', 'r32', 'r64', 'r128', 'r256', 'paper', 'cub', 'coco',
+            'tiny')
 RESOLUTION_VARIANTS = {'r32': 32, 'r64': 64, 'r128': 128, 'r256': 256}
 PAPER_WIDTH = 32
 # The official training sets (images) and epochs (bird.yml / coco.yml: max_epoch 1301 / 301,
@@ -129,6 +134,7 @@ def dfgan_defaults() -> ml_collections.ConfigDict:
   c.trunc_rate = 0.86
   c.trunc_bound = 2.0
   c.text_from = ''           # '<text-encoder workdir>[:net]': import phi from that run (frozen)
+  c.text_scale = 1.0         # s = text_scale * phi(t) for G, D and MA-GP (1: the paper)
   c.batch_size = OFFICIAL_BATCH
   c.num_steps = 2000
   c.checkpoint_every = 500
@@ -147,6 +153,8 @@ def get_config(arg: str = 'cpu'):
     text_arg = 'char_cnn_rnn,tiny'
   else:
     text_arg = 'bilstm,paper' if paper_sized else 'char_cnn_rnn,cpu'
+    if 'bilstm' in names and not paper_sized:
+      text_arg = 'bilstm,cpu64'
   text_config.set_text(c, text_arg)
   for name in names:
     if name in RESOLUTION_VARIANTS:

@@ -33,6 +33,11 @@ state.step)`` and s the batch's sentence vectors,
    forward of step 1 (G has not changed, and has no batch statistics, so this is the fake of
    the official step: one G forward per step).
 
+``text_scale`` (default 1: the paper) multiplies the encoder's sentence vectors before G, D
+and MA-GP see them (s = text_scale * phi(t)): G reads ``concat(z, s)``, so a sentence much
+shorter than z (a cosine-trained encoder's, whose length nothing fixes) moves G little until
+its weights grow.
+
 Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
 Metrics: ``d_loss`` (with MA-GP), its terms ``d_real``, ``d_fake``, ``d_mismatch``,
 ``ma_gp``, ``g_loss``, and ``finite``.
@@ -102,6 +107,19 @@ def validate(config) -> None:
     if not _number(config[name]) or not config[name] > 0:
       raise ValueError(f'{name} must be a positive number; got {config[name]!r}.')
   base.positive_int('num_sample_captions', config.num_sample_captions)
+  scale = text_scale(config)
+  if not _number(scale) or not scale > 0:
+    raise ValueError(f'text_scale must be a positive number; got {scale!r}.')
+
+
+def text_scale(config):
+  """The factor of the sentence vectors (1.0 for runs made before the option existed)."""
+  return config.get('text_scale', 1.0)
+
+
+def sentences(config, text, text_net, batch) -> jax.Array:
+  """s = text_scale * phi(t) [B, cond_dim]: what G, D and MA-GP see."""
+  return float(text_scale(config)) * tc.embed(text, text_net, batch)
 
 
 def structure(config) -> dict:
@@ -158,7 +176,8 @@ def text_to_image(config) -> tc.TextToImage:
   """G as the sampling and scoring tools use it (:class:`~text_conditioning.TextToImage`)."""
   generator, _, text = networks(config)
   return tc.TextToImage(
-      generate=lambda nets, z, s: generate(generator, nets['g'], z, s),
+      generate=lambda nets, z, t: generate(generator, nets['g'], z,
+                                           float(text_scale(config)) * t),
       latents=latents(config), latent_dim=config.model.latent_dim,
       resolution=config.model.resolution, text=text)
 
@@ -193,7 +212,7 @@ def make_train_step(config, generator, discriminator, text):
     m = real.shape[0]
     nets = state.nets
     g, d = nets['g'], nets['d']
-    s = tc.embed(text, nets.get('text'), batch)
+    s = sentences(config, text, nets.get('text'), batch)
     key = jax.random.fold_in(state.rng, state.step)
     z = base.shard_batch_axis(jax.random.normal(key, (m, latent_dim)))
     # The one G forward of the step; its vjp carries G's gradient after D's update.
