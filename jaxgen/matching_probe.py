@@ -109,6 +109,7 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
                      f'the run\'s text encoder; the run trained on {config.data.name!r}'
                      + (' with precomputed embeddings' if run.text is None else '') + '.')
   d_vars = base.variables(run.nets['d'])
+  scale = float(dfgan.text_scale(config))  # DF-GAN's sentence factor (1 for GAN-INT-CLS)
   res = config.data.resolution
   images = np.stack([shapes.render(shapes.sample_example(split, i), res)
                      for i in range(num_images)]).astype(np.float32) / 127.5 - 1.0
@@ -117,7 +118,6 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
     score = jax.jit(lambda v, x, t: discriminator.apply(v, x, t, train=False))
   else:
     _, discriminator, _ = dfgan.networks(config)
-    scale = float(dfgan.text_scale(config))
     score = jax.jit(lambda v, x, t: discriminator.apply(v, x, scale * t))
 
   def logits(texts):
@@ -134,7 +134,7 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
          'g_width': int(config.model.g_width), 'd_width': int(config.model.d_width),
          'd_projection': bool(config.model.get('d_projection', False)),
          'text_encoder': config.text.encoder,
-         'text_scale': float(config.get('text_scale', 1.0)),
+         'text_scale': scale,
          'changes': {}}
   right = None
   for change in CHANGES:

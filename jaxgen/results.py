@@ -766,16 +766,14 @@ BLOCKS: dict[str, Block] = {
                f'--results=docs/results/text_encoder/probe_{name}.json')
         for name in ('char_cnn_rnn', 'char_cnn_rnn_long', 'char_cnn_rnn_cpu64', 'bilstm',
                      'bilstm_cpu64'))),
-    'matching_probe': Block(render_matching_probe, (
-        *(Source(f'docs/results/gan_int_cls/matching_{run}.json',
-                 f'python -m jaxgen.matching_probe --workdir=runs/gan_int_cls/{run} '
-                 f'--results=docs/results/gan_int_cls/matching_{run}.json')
-          for run in ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest', 'cpu32_d64', 'cpu32_proj',
-                      'cpu32_g64')),
-        *(Source(f'docs/results/dfgan/matching_{run}.json',
-                 f'python -m jaxgen.matching_probe --workdir=runs/dfgan/{run} '
-                 f'--results=docs/results/dfgan/matching_{run}.json')
-          for run in ('cpu32_20k', 'cpu32_bilstm_x6')))),
+    'matching_probe': Block(render_matching_probe, tuple(
+        Source(f'docs/results/{family}/matching_{run}.json',
+               f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} '
+               f'--results=docs/results/{family}/matching_{run}.json')
+        for family, names in (('gan_int_cls', ('cpu32_gan_cls', 'cpu32', 'cpu32_nearest',
+                                               'cpu32_d64', 'cpu32_proj', 'cpu32_g64')),
+                              ('dfgan', ('cpu32_20k', 'cpu32_bilstm_x6')))
+        for run in names)),
     'attribute_ceiling': Block(render_attribute_ceiling, tuple(
         Source(f'docs/results/text_encoder/attributes_ceiling_{res}.json',
                f'python -m jaxgen.metrics.attributes --resolution={res} '

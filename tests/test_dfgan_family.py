@@ -297,8 +297,6 @@ def test_steps_through_the_engine_match_a_recomputation_and_resume_bitwise(tfds_
     assert r['preference'] == 0.5 and r['logit_gap'] == 0.0
 
 
-
-
 def test_text_scale_multiplies_the_sentence_before_g_d_and_ma_gp(tmp_path):
   """One step with text_scale = 2 on embeddings e equals, bitwise, one step with scale 1 on
   2e (a power of two: the products are exact), and so does G's sampling path."""

@@ -251,7 +251,7 @@ def _fake_results(source: results.Source, i: int) -> dict:
     return {'step': 2000, 'test': split, 'heldout': split,
             'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0,
                       'resolution': 64, **({'seed': 1} if i == 2 else {}),
-                      # DF-GAN rows read a bi-LSTM from a --text_encoder command on
+                      # the commands with --text_encoder: DF-GAN runs on a scaled bi-LSTM
                       **({'family': 'dfgan', 'text_encoder': 'bilstm', 'text_scale': 6.4}
                          if '--text_encoder=' in cmd and 'dfgan' in cmd else {})}}
   if 'experiments.style_encoder' in cmd:

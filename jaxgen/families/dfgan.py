@@ -175,9 +175,9 @@ def generate(generator, g_net, z, s):
 def text_to_image(config) -> tc.TextToImage:
   """G as the sampling and scoring tools use it (:class:`~text_conditioning.TextToImage`)."""
   generator, _, text = networks(config)
+  scale = float(text_scale(config))
   return tc.TextToImage(
-      generate=lambda nets, z, t: generate(generator, nets['g'], z,
-                                           float(text_scale(config)) * t),
+      generate=lambda nets, z, t: generate(generator, nets['g'], z, scale * t),
       latents=latents(config), latent_dim=config.model.latent_dim,
       resolution=config.model.resolution, text=text)
 
