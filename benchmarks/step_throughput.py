@@ -104,6 +104,7 @@ GAN_CONFIGS = ('gan', 'dcgan', 'sngan')
 
 def machine_info() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
+  from jaxgen import results  # pylint: disable=g-import-not-at-top
   cpu = platform.processor()
   try:
     with open('/proc/cpuinfo') as f:
@@ -112,7 +113,8 @@ def machine_info() -> dict:
     pass
   dev = jax.devices()[0]
   info = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
-          'host': platform.node(), 'cpu': cpu, 'cpu_cores': os.cpu_count(),
+          'host': platform.node(), 'cpu': cpu, 'vector_isa': results.cpu_vector_isa(),
+          'cpu_cores': os.cpu_count(),
           'usable_cores': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
                           else os.cpu_count(),
           'jax_backend': jax.default_backend(), 'device': dev.device_kind,
@@ -492,7 +494,9 @@ def dfgan_ratios(rows) -> dict:
 
 
 def format_table(rows, info, ratios, matmul=None, load_end=None, matmul_end=None) -> str:
-  lines = [f'Measured {info["date"]} on {info["cpu"]} ({info["usable_cores"]} usable cores), '
+  isa = f', {info["vector_isa"]}' if info.get('vector_isa') else ''
+  lines = [f'Measured {info["date"]} on {info["cpu"]}{isa} '
+           f'({info["usable_cores"]} usable cores), '
            f'JAX {info["jax"]} backend {info["jax_backend"]} ({info["device"]}), '
            f'PyTorch {info["torch"] or "not installed"}, '
            f'XLA_FLAGS={info.get("xla_flags") or "(none)"}, '

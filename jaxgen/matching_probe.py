@@ -17,7 +17,9 @@ object changed (the same template and word choices, so only that attribute's wor
 
 and reports, per change, how often D scores the true caption higher than the changed one
 (ties count one half, so a D that ignores the caption scores exactly 0.5) and the mean logit
-gap. A change D cannot see is one the generator gets no gradient for. Prints the table;
+gap. A change D cannot see is one the generator gets no gradient for. ``--split=train``
+asks about the images D was trained on: a D that checks a change there but not on test images
+has memorised its training images rather than learnt the attribute. Prints the table;
 ``--results`` also writes a stamped results file (:mod:`jaxgen.results`).
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from absl import app, flags
 
 CHANGES = ('position', 'size', 'colour', 'shape', 'other caption')
-SPLITS = ('test', 'heldout')
+SPLITS = ('test', 'heldout', 'train')
 
 
 class _Draws:
@@ -135,6 +137,7 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
          'd_projection': bool(config.model.get('d_projection', False)),
          'text_encoder': config.text.encoder,
          'text_scale': scale,
+         'counterfactual': config.data.get('counterfactual', ''),
          'changes': {}}
   right = None
   for change in CHANGES:

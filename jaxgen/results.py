@@ -64,6 +64,24 @@ def _cpu_model() -> str:
   return platform.processor() or platform.machine() or 'unknown'
 
 
+def cpu_vector_isa() -> str | None:
+  """The widest vector instruction set the CPU reports (/proc/cpuinfo flags), or None.
+
+  Two machines sold under one name ("AMD EPYC") can differ here, and CPU timings with them:
+  XLA's and PyTorch's kernels pick their code by it.
+  """
+  flags = set()
+  for line in _read('/proc/cpuinfo').splitlines():
+    if line.lower().startswith(('flags', 'features')):
+      flags = set(line.split(':', 1)[1].split())
+      break
+  for flag, name in (('avx512f', 'AVX-512'), ('avx2', 'AVX2'), ('avx', 'AVX'),
+                     ('sve', 'SVE'), ('asimd', 'NEON')):
+    if flag in flags:
+      return name
+  return None
+
+
 def _memory_gib() -> float | None:
   match = re.search(r'^MemTotal:\s+(\d+) kB', _read('/proc/meminfo'), re.M)
   if match:
@@ -112,7 +130,8 @@ def stamp(repo: str = ROOT) -> dict:
   changed = [l[3:] for l in (status or '').splitlines() if l.strip()]
   return {
       'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
-      'machine': {'cpu': _cpu_model(), 'cores': os.cpu_count(), 'usable_cores': usable,
+      'machine': {'cpu': _cpu_model(), 'vector_isa': cpu_vector_isa(),
+                  'cores': os.cpu_count(), 'usable_cores': usable,
                   'memory_gib': _memory_gib(), 'system': platform.platform()},
       'python': platform.python_version(),
       'versions': {p: _version(p) for p in PACKAGES},
@@ -238,7 +257,8 @@ def caption(doc: dict) -> str:
   if git.get('dirty'):
     commit += ' + uncommitted changes'
   date = s.get('date', '?').replace('T', ' ').replace('Z', ' UTC')
-  return (f'{date} on {m.get("cpu", "?")} ({cores} cores{mem}), Python {s.get("python")}, '
+  isa = f', {m["vector_isa"]}' if m.get('vector_isa') else ''  # absent from older files
+  return (f'{date} on {m.get("cpu", "?")}{isa} ({cores} cores{mem}), Python {s.get("python")}, '
           f'JAX {v.get("jax")} ({backend}), flax {v.get("flax")}, commit {commit}')
 
 
@@ -430,6 +450,8 @@ def _run_label(t: dict) -> str:
     name += ', bi-LSTM text'
   if t.get('text_scale', 1.0) != 1.0:  # not the paper's: sentences scaled (DF-GAN)
     name += f', text x{t["text_scale"]:g}'
+  if t.get('counterfactual'):  # not the papers': D also sees captions with words changed
+    name += ', counterfactual captions'
   if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
     name += f', seed {t["seed"]}'
   return name
@@ -508,7 +530,8 @@ def render_matching_probe(docs, paths) -> str:
   results = [payload(doc) for doc in docs]
   head = ['caption change']
   for i, r in enumerate(results, 1):
-    head.append(f'{_run_label(r)} [{i}]')
+    where = f', {r["split"]} images' if r.get('split', 'test') != 'test' else ''
+    head.append(f'{_run_label(r)}{where} [{i}]')
   rows = []
   for change in results[0]['changes']:
     rows.append([change] + [f'{_num(r["changes"][change]["preference"], 3)} '
@@ -723,6 +746,11 @@ BLOCKS: dict[str, Block] = {
                'python -m benchmarks.step_throughput --models=dcgan64,dcgan64_shared '
                '--interleave --warmup=2 --blocks=7 --steps=3 '
                '--out=benchmarks/results/step_throughput_dcgan64_interleaved_cpu'),
+        # The same command on another machine sold as "AMD EPYC", one with AVX-512.
+        Source('benchmarks/results/step_throughput_dcgan64_interleaved_avx512_cpu.json',
+               'python -m benchmarks.step_throughput --models=dcgan64,dcgan64_shared '
+               '--interleave --warmup=2 --blocks=7 --steps=3 '
+               '--out=benchmarks/results/step_throughput_dcgan64_interleaved_avx512_cpu'),
     )),
     'conv_layers': Block(render_conv_layers, (
         Source('benchmarks/results/conv_layers_cpu.json',
@@ -800,6 +828,20 @@ BLOCKS: dict[str, Block] = {
         *(_scored(f'dfgan/{run}', f'dfgan_{run}',
                   '--text_encoder=runs/text_encoder/char_cnn_rnn_long ')
           for run in ('cpu32_bilstm', 'cpu32_bilstm_x6')))),
+    # One char-CNN-RNN for every row, retrained on the machine that trained these runs.
+    'text_to_image_counterfactual': Block(render_text_to_image, tuple(
+        _scored(f'{family}/{run}', f'{family}_{run}')
+        for family in ('gan_int_cls', 'dfgan')
+        for run in ('cpu32_baseline', 'cpu32_counterfactual'))),
+    'matching_probe_counterfactual': Block(render_matching_probe, tuple(
+        Source(f'docs/results/{family}/matching_{run}{suffix}.json',
+               f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} {option}'
+               f'--results=docs/results/{family}/matching_{run}{suffix}.json')
+        for family in ('gan_int_cls', 'dfgan')
+        for run, option, suffix in (('cpu32_baseline', '', ''),
+                                    ('cpu32_counterfactual', '', ''),
+                                    # the images D was trained on
+                                    ('cpu32_counterfactual', '--split=train ', '_train')))),
     'text_to_image_models': Block(render_text_to_image, (
         _scored('gan_int_cls/gan_int_cls', 'gan_int_cls'),
         _scored('stackgan/stage1', 'stackgan1', '--resolution=64 '),

@@ -164,6 +164,7 @@ def train_summary(workdir: str, config) -> dict:
           'seed': config.seed, 'wrong_captions': config.get('wrong_captions', 'roll'),
           'd_projection': bool(model.get('d_projection', False)),
           'text_scale': float(config.get('text_scale', 1.0)),
+          'counterfactual': config.data.get('counterfactual', ''),
           'train_seconds': seconds}
 
 

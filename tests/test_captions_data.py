@@ -460,3 +460,112 @@ def test_coco_captions_name_mapping(tmp_path):
   assert batch['caption_ids'].shape == (4, 201) and len(batch['caption']) == 4
   with pytest.raises(ValueError, match='keyed by filename'):
     captions.make_caption_dataset(cfg, 'train', 4, text.CharVocab(), embeddings={'a': 1})
+
+
+
+# ----------------------------------------------------------------------------- counterfactuals
+
+def _parse_objects(caption):
+  """(skeleton, [(shape, colour)]) of a jaxgen_shapes caption, read word by word: every object
+  phrase is a size word, one colour word and a one- or two-word shape (an independent reader
+  of the templates, not the function under test's regular expressions)."""
+  size_words = {w for ws in shapes.SIZE_WORDS.values() for w in ws}
+  colour_of = {w: shapes.COLOURS.index(c) for c, ws in shapes.COLOUR_WORDS.items() for w in ws}
+  shape_of = {w: shapes.SHAPES.index(n) for n, ws in shapes.SHAPE_WORDS.items() for w in ws}
+  words, skeleton, objects, t = caption.split(), [], [], 0
+  while t < len(words):
+    if words[t] in size_words and t + 2 < len(words) and words[t + 1] in colour_of:
+      two = ' '.join(words[t + 2:t + 4])
+      n = 2 if two in shape_of else 1
+      objects.append((shape_of[' '.join(words[t + 2:t + 2 + n])], colour_of[words[t + 1]]))
+      skeleton.append(f'{words[t]} <object>')
+      t += 2 + n
+    else:
+      skeleton.append(words[t])
+      t += 1
+  return ' '.join(skeleton), objects
+
+
+def test_counterfactual_caption_changes_one_attribute_of_one_object():
+  held = shapes.heldout_pair_ids()
+  for attr in shapes.COUNTERFACTUAL_ATTRIBUTES:
+    slot = shapes.COUNTERFACTUAL_ATTRIBUTES.index(attr)  # 0: shape, 1: colour
+    picked, values = set(), set()
+    for i in range(80):
+      ex = shapes.sample_example('train', i)
+      objects = [(o.shape, o.colour) for o in ex.objects]
+      for j, caption in enumerate(ex.captions):
+        skeleton, parsed = _parse_objects(caption)
+        assert parsed == objects  # the reader agrees with the stored attributes
+        out = shapes.counterfactual_caption(caption, objects, attr,
+                                            np.random.default_rng((i, j)))
+        out_skeleton, out_objects = _parse_objects(out)
+        assert out_skeleton == skeleton  # every other word as it was
+        diff = [k for k in range(len(objects)) if out_objects[k] != objects[k]]
+        assert len(diff) == 1, (caption, out)
+        k = diff[0]
+        assert out_objects[k][1 - slot] == objects[k][1 - slot]  # the other attribute kept
+        assert (out_objects[k][1], out_objects[k][0]) not in held  # never a held-out pair
+        picked.add((len(objects), k))
+        values.add(out_objects[k][slot])
+    # Either object of a two-object caption is picked; every value gets written.
+    assert {(2, 0), (2, 1), (1, 0)} <= picked
+    assert len(values) == len(shapes.SHAPES if attr == 'shape' else shapes.COLOURS)
+
+
+def test_counterfactual_caption_errors():
+  ex = shapes.sample_example('train', 0)
+  objects = [(o.shape, o.colour) for o in ex.objects]
+  rng = np.random.default_rng(0)
+  with pytest.raises(ValueError, match='accepted: shape, colour'):
+    shapes.counterfactual_caption(ex.captions[0], objects, 'size', rng)
+  wrong = [((s + 1) % len(shapes.SHAPES), c) for s, c in objects]
+  with pytest.raises(ValueError, match='does not name the shapes'):
+    shapes.counterfactual_caption(ex.captions[0], wrong, 'shape', rng)
+  with pytest.raises(ValueError, match='does not name the colours'):
+    shapes.counterfactual_caption('a small square at the top', [(1, 0)], 'colour', rng)
+  for value, match in (('size', 'accepted attributes are shape, colour'),
+                       ('shape,shape', 'each at most once'), (3, 'comma-separated')):
+    with pytest.raises(ValueError, match=match):
+      captions.counterfactual_attributes({'name': 'jaxgen_shapes', 'counterfactual': value})
+  with pytest.raises(ValueError, match='only jaxgen_shapes'):
+    captions.counterfactual_attributes({'name': 'coco_captions', 'counterfactual': 'shape'})
+  assert captions.counterfactual_attributes({'name': 'coco_captions'}) == ()
+  assert captions.counterfactual_attributes(
+      {'name': 'jaxgen_shapes', 'counterfactual': ' colour, shape '}) == ('colour', 'shape')
+
+
+def test_counterfactual_batches_and_resume(shapes_dir):
+  cfg = tiny_shapes_config(shapes_dir, counterfactual='shape,colour')
+  vocab = text.CharVocab()  # Reed's 201 characters: no caption here is cut
+  kw = dict(seed=5, keep_text=True, counterfactual=captions.counterfactual_attributes(cfg))
+  it = captions.make_caption_dataset(cfg, 'train', 8, vocab, **kw)
+  batches = [next(it) for _ in range(8)]
+  kinds = set()
+  for b in batches:
+    for r in range(8):
+      caption = b['caption'][r]
+      objects = [(s, c) for s, c in zip(b['object_shape'][r], b['object_colour'][r]) if s >= 0]
+      out = vocab.decode(b['counterfactual_ids'][r][:b['counterfactual_len'][r]])
+      skeleton, parsed = _parse_objects(caption)
+      assert parsed == objects
+      out_skeleton, changed = _parse_objects(out)
+      assert out_skeleton == skeleton
+      diff = [(int(changed[k][0] != objects[k][0]), int(changed[k][1] != objects[k][1]))
+              for k in range(len(objects)) if changed[k] != objects[k]]
+      assert len(diff) == 1 and sum(diff[0]) == 1, (caption, out)
+      kinds.add('shape' if diff[0][0] else 'colour')
+  assert kinds == {'shape', 'colour'}
+  # A stream resumed at step k writes the same counterfactual captions as step k of the
+  # uninterrupted one (they are drawn from the step, the row and the caption).
+  for start in (0, 3, 7):
+    resumed = next(captions.make_caption_dataset(cfg, 'train', 8, vocab, start_step=start,
+                                                 **kw))
+    for key in ('caption_ids', 'counterfactual_ids', 'counterfactual_len'):
+      np.testing.assert_array_equal(resumed[key], batches[start][key])
+  # make_dataset reads data.counterfactual; off by default.
+  a = next(captions.make_dataset(cfg, 'train', 8, seed=5, start_step=2))
+  np.testing.assert_array_equal(a['counterfactual_ids'], batches[2]['counterfactual_ids'])
+  with cfg.unlocked():
+    cfg.counterfactual = ''
+  assert 'counterfactual_ids' not in next(captions.make_dataset(cfg, 'train', 8, seed=5))

@@ -80,6 +80,13 @@ def test_config_variants():
   same = {k: v for k, v in bilstm.to_dict().items() if k not in ('text', 'data')}
   assert same == {k: v for k, v in cpu32.to_dict().items() if k not in ('text', 'data')}
   assert dfgan_config.get_config('paper,bilstm').text == paper.text
+  # counterfactual: only data.counterfactual changes.
+  cf = dfgan_config.get_config('cpu32,counterfactual')
+  dfgan.validate(cf)
+  assert cf.data.counterfactual == 'shape,colour' and cpu32.data.counterfactual == ''
+  with cf.unlocked():
+    cf.data.counterfactual = ''
+  assert cf == cpu32
   with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, cpu32, bilstm'):
     dfgan_config.get_config('r16')
 
@@ -101,6 +108,8 @@ def test_config_variants():
     ('num_sample_captions', 0, 'num_sample_captions must be a positive integer'),
     ('text_scale', 0.0, 'text_scale must be a positive number; got 0.0'),
     ('text.encoder', 'gpt', "Unknown text.encoder 'gpt'; accepted: char_cnn_rnn, bilstm"),
+    ('data.counterfactual', 'size', 'data.counterfactual=.size.: accepted attributes are '
+                                    'shape, colour'),
 ])
 def test_bad_config_values_are_clear_errors(field, value, match):
   values = dfgan_config.get_config('tiny').to_dict()
@@ -125,6 +134,9 @@ def test_text_from_and_precomputed_embeddings(tmp_path):
   family = module.build(config, with_data=False)
   assert family.batch_keys == ('image', tc.EMBEDDING_KEY) and family.sample is None
   assert set(jax.eval_shape(family.init, jax.random.PRNGKey(0)).nets) == {'g', 'd'}
+  # Counterfactual captions must be embedded: refused with precomputed embeddings.
+  with pytest.raises(ValueError, match='needs a text encoder'):
+    dfgan.validate(set_fields(pre, {'data.counterfactual': 'shape'}))
 
 
 # ---------------------------------------------------------------------------- latents
@@ -323,3 +335,58 @@ def test_text_scale_multiplies_the_sentence_before_g_d_and_ma_gp(tmp_path):
   np.testing.assert_array_equal(g2, dfgan.text_to_image(c1).generate(nets, z, 2 * e))
   # Not vacuous: the scale changes what G draws.
   assert not np.array_equal(g2, dfgan.text_to_image(c1).generate(nets, z, e))
+
+
+def test_counterfactual_captions_are_half_of_the_mismatched_pairs():
+  """With data.counterfactual, D's mismatch term is the mean of the paper's (rolled pairs)
+  and of each real image against its counterfactual caption; every other term, and the step
+  without the option, as the hand recomputation above."""
+  cfg = set_fields(dfgan_config.get_config('tiny'), {'data.counterfactual': 'shape,colour'})
+  config, module = loop.prepare(cfg)
+  family = module.build(config, with_data=False)
+  assert family.batch_keys == ('image', *tc.TOKEN_KEYS, *tc.COUNTERFACTUAL_KEYS)
+  plain_config, _ = loop.prepare(dfgan_config.get_config('tiny'))
+  plain = module.build(plain_config, with_data=False)
+  generator, discriminator, text = dfgan.networks(config)
+  rng = np.random.default_rng(0)
+  captions = ['a small red circle at the top', 'a big blue square on the left',
+              'a tiny green star in the middle', 'a huge pink cross at the bottom']
+  changed = ['a small red square at the top', 'a big cyan square on the left',
+             'a tiny green cross in the middle', 'a huge yellow cross at the bottom']
+  cf = tc.tokenize(text, changed)
+  batch = {'image': jnp.asarray(rng.uniform(-1, 1, (4, 64, 64, 3)), jnp.float32),
+           **{k: jnp.asarray(v) for k, v in tc.tokenize(text, captions).items()},
+           'counterfactual_ids': jnp.asarray(cf['caption_ids']),
+           'counterfactual_len': jnp.asarray(cf['caption_len'])}
+  init = base.jit_init(family, config.seed)()
+  # D's head reads the sentence only through weights that start at random values; to make
+  # the sentences matter at step 0 as after training, use D weights moved off initialisation.
+  d_params = jax.tree.map(lambda x: x + 0.05 * jnp.asarray(rng.normal(size=x.shape), x.dtype),
+                          init.nets['d']['params'])
+  state = init.replace(nets=dict(init.nets, d=dict(init.nets['d'], params=d_params)))
+  _, metrics = jax.jit(family.train_step)(state, batch)
+  _, plain_metrics = jax.jit(plain.train_step)(state, {k: batch[k] for k in plain.batch_keys})
+
+  z = jax.random.normal(jax.random.fold_in(state.rng, state.step),
+                        (4, config.model.latent_dim))
+  terms, _, s = jax.jit(functools.partial(reference_terms, generator, discriminator, text,
+                                          k=config.ma_gp.k, p=config.ma_gp.p))(
+                                              state.nets, batch, z)
+  s_cf = tc.embed(text, state.nets['text'], {'caption_ids': batch['counterfactual_ids'],
+                                             'caption_len': batch['counterfactual_len']})
+  cf_logits = discriminator.apply({'params': d_params}, batch['image'], s_cf)
+  counterfactual = float(jnp.mean(jnp.maximum(0.0, 1.0 + cf_logits)))
+  mismatch = 0.5 * (float(terms['d_mismatch']) + counterfactual)
+  want = dict(terms, d_mismatch=mismatch, d_counterfactual=counterfactual,
+              d_loss=float(terms['d_real']) + 0.5 * (float(terms['d_fake']) + mismatch)
+              + float(terms['ma_gp']))
+  for name, value in want.items():
+    # float32, the same operations in another order: a few ulps (1.2e-7 relative) per term.
+    np.testing.assert_allclose(float(metrics[name]), float(value), rtol=2e-6, atol=0,
+                               err_msg=name)
+  # Without the option: the paper's mismatch term alone (the rolled pairs).
+  np.testing.assert_allclose(float(plain_metrics['d_mismatch']), float(terms['d_mismatch']),
+                             rtol=2e-6, atol=0)
+  assert 'd_counterfactual' not in plain_metrics
+  # Not vacuous: the counterfactual pairs score differently from the rolled ones.
+  assert abs(counterfactual - float(terms['d_mismatch'])) > 1e-3

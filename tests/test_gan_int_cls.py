@@ -229,6 +229,73 @@ def test_config_variants_and_errors():
                                                            'data.embeddings_dir': '/x'})
   with pytest.raises(ValueError, match=r'data.embedding_dim \(the size .*got 0'):
     gan_int_cls.validate(precomputed)
+  variant = gic_config.get_config('gan_int_cls,cpu32,counterfactual')
+  gan_int_cls.validate(variant)
+  assert variant.data.counterfactual == 'shape,colour'
+  with variant.unlocked():
+    variant.data.counterfactual = ''
+  assert variant == gic_config.get_config('gan_int_cls,cpu32')
+  counterfactual = {'data.counterfactual': 'shape'}
+  with pytest.raises(ValueError, match='needs cls=True'):
+    gan_int_cls.validate(set_fields(gic_config.get_config('gan_int,tiny'), counterfactual))
+  with pytest.raises(ValueError, match='needs a text encoder'):
+    gan_int_cls.validate(set_fields(precomputed, dict(counterfactual,
+                                                      **{'data.embedding_dim': 4})))
+
+
+def test_counterfactual_captions_are_every_other_wrong_caption():
+  """With data.counterfactual, rows 0, 2, ... of the CLS term's wrong captions are the
+  batch's counterfactual captions and the others Reed's (the roll); D's wrong term against a
+  recomputation from the networks, and without the option the roll alone."""
+  def family(counterfactual):
+    cfg = set_fields(gic_config.get_config('gan_cls,tiny'),
+                     {'data.counterfactual': counterfactual})
+    config, module = loop.prepare(cfg)
+    return config, module.build(config, with_data=False)
+  config, fam = family('shape,colour')
+  _, plain = family('')
+  assert fam.batch_keys == ('image', 'caption_ids', 'caption_len', 'counterfactual_ids',
+                            'counterfactual_len')
+  _, discriminator, text = gan_int_cls.networks(config)
+  captions = ['a small red circle at the top', 'a big blue square on the left',
+              'a tiny green star in the middle', 'a huge pink cross at the bottom']
+  changed = ['a small red square at the top', 'a big cyan square on the left',
+             'a tiny green cross in the middle', 'a huge yellow cross at the bottom']
+  ids, lengths = text.tokenizer.encode_batch(captions)
+  cf_ids, cf_lengths = text.tokenizer.encode_batch(changed)
+  r = config.model.resolution
+  batch = {'image': jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, r, r, 3)),
+                                jnp.float32),
+           'caption_ids': jnp.asarray(ids), 'caption_len': jnp.asarray(lengths),
+           'counterfactual_ids': jnp.asarray(cf_ids),
+           'counterfactual_len': jnp.asarray(cf_lengths)}
+  state = base.jit_init(fam, config.seed)()
+  # D's weights moved off initialisation (where it barely reads the caption), so that the
+  # wrong captions' difference shows far above float32 rounding.
+  rng = np.random.default_rng(1)
+  d_params = jax.tree.map(lambda x: x + 0.3 * jnp.asarray(rng.normal(size=x.shape), x.dtype),
+                          state.nets['d']['params'])
+  state = state.replace(nets=dict(state.nets, d=dict(state.nets['d'], params=d_params)))
+  _, metrics = jax.jit(fam.train_step)(state, batch)
+  _, plain_metrics = jax.jit(plain.train_step)(state, {k: batch[k] for k in plain.batch_keys})
+
+  embed = lambda i, n: text.embed(base.variables(state.nets['text']), i, n)
+  t, t_cf = embed(batch['caption_ids'], batch['caption_len']), embed(cf_ids, cf_lengths)
+  rolled = jnp.roll(t, 1, axis=0)
+  d = state.nets['d']
+
+  def wrong_logits(wrong):  # D in training mode: BatchNorm on this pass's batch alone
+    return np.asarray(base.apply_train(discriminator, d['params'], d['vars'],
+                                       batch['image'], wrong)[0], np.float64)
+  mixed = wrong_logits(jnp.stack([t_cf[0], rolled[1], t_cf[2], rolled[3]]))
+  # float32 logits and losses in another order: a few ulps (1.2e-7 relative).
+  np.testing.assert_allclose(metrics['d_wrong'], _softplus(mixed).mean(), rtol=2e-6)
+  np.testing.assert_allclose(metrics['d_counterfactual'], _softplus(mixed[::2]).mean(),
+                             rtol=2e-6)
+  reed = _softplus(wrong_logits(rolled)).mean()
+  np.testing.assert_allclose(plain_metrics['d_wrong'], reed, rtol=2e-6)
+  assert 'd_counterfactual' not in plain_metrics
+  assert abs(float(metrics['d_wrong']) - reed) > 1e-3  # not vacuous: the captions differ
 
 
 # ---------------------------------------------------------------------------- training

@@ -76,5 +76,8 @@ def test_probe_on_a_tiny_run(shapes_dir, tmp_path):  # noqa: F811
   assert len(table) == 2 + len(matching_probe.CHANGES)
   with pytest.raises(ValueError, match=r'num_images must be in \[2, 500\]'):
     matching_probe.probe(run, num_images=1)
-  with pytest.raises(ValueError, match='accepted: test, heldout'):
-    matching_probe.probe(run, split='train')
+  with pytest.raises(ValueError, match='accepted: test, heldout, train'):
+    matching_probe.probe(run, split='validation')
+  # The training images: the first ones of the split (the tiny run's build holds them).
+  seen = matching_probe.probe(run, split='train', num_images=4)
+  assert seen['split'] == 'train' and seen['num_images'] == 4

@@ -68,6 +68,23 @@ def test_stamp_reads_machine_versions_and_commit():
   assert isinstance(s['git']['dirty'], bool)
 
 
+def test_vector_isa_is_the_widest_flag_and_is_shown_only_when_known(monkeypatch):
+  cpuinfo = {
+      'processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 avx512f\n': 'AVX-512',
+      'model name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n': 'AVX2',
+      'model name\t: Neoverse\nFeatures\t: fp asimd sve\n': 'SVE',
+      'model name\t: old\nflags\t\t: fpu sse2\n': None, '': None}
+  for text, want in cpuinfo.items():
+    monkeypatch.setattr(results, '_read', lambda path, text=text: text)
+    assert results.cpu_vector_isa() == want
+  doc = {'stamp': {'date': '2026-12-05T00:00:00Z', 'python': '3.11.7',
+                   'machine': {'cpu': 'AMD EPYC', 'cores': 2, 'vector_isa': 'AVX-512'},
+                   'versions': {}, 'jax': {'backend': 'cpu'}, 'git': {}}}
+  assert 'on AMD EPYC, AVX-512 (2 cores)' in results.caption(doc)
+  del doc['stamp']['machine']['vector_isa']  # files written before the field: as they were
+  assert 'on AMD EPYC (2 cores)' in results.caption(doc)
+
+
 def test_write_is_atomic_json_with_command_stamp_and_result(tmp_path):
   path = tmp_path / 'sub' / 'r.json'
   results.write(str(path), {'x': np.float32(1.5), 'n': np.int64(3), 'a': np.arange(2)},
@@ -253,7 +270,9 @@ def _fake_results(source: results.Source, i: int) -> dict:
                       'resolution': 64, **({'seed': 1} if i == 2 else {}),
                       # the commands with --text_encoder: DF-GAN runs on a scaled bi-LSTM
                       **({'family': 'dfgan', 'text_encoder': 'bilstm', 'text_scale': 6.4}
-                         if '--text_encoder=' in cmd and 'dfgan' in cmd else {})}}
+                         if '--text_encoder=' in cmd and 'dfgan' in cmd else {}),
+                      **({'family': 'dfgan', 'counterfactual': 'shape,colour'}
+                         if 'counterfactual' in cmd else {})}}
   if 'experiments.style_encoder' in cmd:
     ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
           'style/cos_same': 0.6, 'style/cos_other': 0.1}
@@ -274,6 +293,9 @@ def _fake_results(source: results.Source, i: int) -> dict:
             'cls': True, 'interp': True, 'seed': 0,
             'wrong_captions': ('roll', 'nearest')[i % 2], 'g_width': 32, 'd_width': 32 * (i + 1),
             'd_projection': i == 4,
+            **({'family': 'dfgan', 'counterfactual': 'shape'} if 'counterfactual' in cmd
+               else {}),
+            **({'split': 'train'} if '--split=train' in cmd else {}),
             'changes': {'position': ch(1.0, 4.1), 'colour': ch(0.8 + i / 10, 0.66)}}
   if 'metrics.attributes' in cmd:
     scores = {'shape': 0.9, 'colour': 0.99, 'size': 0.99, 'position': 1.0, 'count': 1.0,
@@ -308,6 +330,10 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   assert '| `bilstm` + damsm | 64x64 | 1,500 | 0.840 |' in text  # the 5th file: cpu64
   # text_to_image: a DF-GAN run on the bi-LSTM with scaled sentences says both.
   assert '| DF-GAN, bi-LSTM text, text x6.4 | 64 |' in text
+  # text_to_image and matching_probe: a run with counterfactual captions says so.
+  assert '| DF-GAN, counterfactual captions | 64 |' in text
+  assert 'counterfactual captions [2]' in text
+  assert 'counterfactual captions, train images [3]' in text  # not the test split: says so
   # text_to_image: a run trained with another seed says so (files without a seed: seed 0).
   assert '| GAN-INT, seed 1 | 64 | 2,000 |' in text and '| GAN-INT | 64 | 2,000 |' in text
   # text_probe: one row per attribute, (text, image) of each file side by side, then chance.
@@ -318,7 +344,7 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   # conv_layers: each time with its rate (4.4 GFLOP in 44 ms: 100 GFLOP/s).
   assert '| 44.0 ms (100 GFLOP/s) | 68.0 ms (65 GFLOP/s) | 100.0 ms (44 GFLOP/s) |' in text
   # step_throughput: an interleaved file says how its ratios were taken; the others do not.
-  assert text.count('Timed interleaved: round k timed block k of every row in turn') == 1
+  assert text.count('Timed interleaved: round k timed block k of every row in turn') == 2
   assert 'median over the 3 rounds' in text
   # matching_probe: one row per change, each run's preference (logit gap) side by side.
   assert '| colour | 0.800 (+0.66) | 0.900 (+0.66) |' in text

@@ -27,6 +27,11 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
          (``text_encoder.py:bilstm,cpu64``: words, 128-d sentences, matched against 64x64
          images) in place of the char-CNN-RNN, e.g. ``cpu32,bilstm`` with
          ``--config.text_from=<that run>``.
+  counterfactual  not the paper, ``jaxgen_shapes`` only: half of D's mismatched pairs are
+         each real image with its own caption, one object's shape or colour changed
+         (``data.counterfactual='shape,colour'``), so that D must check those words; the
+         other half are the paper's (the batch's captions rolled by one). E.g.
+         ``cpu32,counterfactual``.
   r32, r64, r128, r256  the output resolution (model and data), e.g. ``r128`` or ``paper,r64``.
   paper  the paper's networks: 256x256, widths 32 (``nf: 32`` of the official configs),
          flax's own convolutions (``conv_impl='plain'``: cuDNN runs them well),
@@ -95,8 +100,8 @@ from experiments.configs import text_encoder as text_config
 from jaxgen.engine import config as engine_config
 from jaxgen.families import text_encoder
 
-VARIANTS = ('cpu', 'cpu32', 'bilstm', 'r32', 'r64', 'r128', 'r256', 'paper', 'cub', 'coco',
-            'tiny')
+VARIANTS = ('cpu', 'cpu32', 'bilstm', 'counterfactual', 'r32', 'r64', 'r128', 'r256', 'paper',
+            'cub', 'coco', 'tiny')
 RESOLUTION_VARIANTS = {'r32': 32, 'r64': 64, 'r128': 128, 'r256': 256}
 PAPER_WIDTH = 32
 # The official training sets (images) and epochs (bird.yml / coco.yml: max_epoch 1301 / 301,
@@ -124,7 +129,10 @@ def dfgan_defaults() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       name='jaxgen_shapes', split='train', eval_split='test', resolution=64, channels=3,
       data_dir='', cache=True, shuffle_buffer=10_000, manual_dir='', embeddings_dir='',
-      embedding_dim=0))
+      embedding_dim=0,
+      # Not the paper (jaxgen_shapes only): e.g. 'shape,colour' also shows D each real image
+      # with its caption's shape or colour changed, as half of the mismatched pairs.
+      counterfactual=''))
   text_config.set_text(c, 'char_cnn_rnn')
   c.ma_gp = ml_collections.ConfigDict(dict(k=2.0, p=6.0))
   c.optimizer = ml_collections.ConfigDict(dict(g_lr=1e-4, d_lr=4e-4, b1=0.0, b2=0.9, eps=1e-8,
@@ -179,6 +187,8 @@ def get_config(arg: str = 'cpu'):
         if name == 'cub':
           c.data.builder_config = 'bbox_crop'
       c.eval_reference_split = REFERENCE_SPLITS.get(name, c.data.eval_split)
+    elif name == 'counterfactual':
+      c.data.counterfactual = 'shape,colour'
     elif name == 'cpu32':
       c.model.resolution = c.data.resolution = 32
       c.model.g_width = c.model.d_width = 16

@@ -10,6 +10,9 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
   gan_int      interpolated captions alone (cls=False, interp=True).
   gan          the plain conditional GAN (both off).
   bilstm       the caption encoder is AttnGAN's bi-LSTM (words) instead of the char-CNN-RNN.
+  counterfactual  not Reed's, ``jaxgen_shapes`` only, with ``cls``: every other wrong caption
+               is the image's own caption with one object's shape or colour changed
+               (``data.counterfactual='shape,colour'``), e.g. ``gan_int_cls,cpu32,counterfactual``.
   cpu64        64x64 at widths 16 (ngf = ndf = 16), 2,000 steps: the size of the measured
                four-variant table (about 20 minutes per run on a 2-core CPU; 64x64 because the
                attribute classifier reads shapes reliably only there).
@@ -44,7 +47,7 @@ from jaxgen.engine import config as engine_config
 
 SWITCHES = {'gan': (False, False), 'gan_cls': (True, False), 'gan_int': (False, True),
             'gan_int_cls': (True, True)}
-VARIANTS = (*SWITCHES, 'bilstm', 'cpu32', 'cpu64', 'paper', 'tiny')
+VARIANTS = (*SWITCHES, 'bilstm', 'counterfactual', 'cpu32', 'cpu64', 'paper', 'tiny')
 
 
 def gan_int_cls_defaults() -> ml_collections.ConfigDict:
@@ -58,7 +61,10 @@ def gan_int_cls_defaults() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       name='jaxgen_shapes', split='train', eval_split='test', resolution=32, channels=3,
       data_dir='', cache=True, shuffle_buffer=10_000, manual_dir='', embeddings_dir='',
-      embedding_dim=0))
+      embedding_dim=0,
+      # Not Reed's (jaxgen_shapes only, with cls): e.g. 'shape,colour' makes every other
+      # wrong caption the image's own caption with one object's shape or colour changed.
+      counterfactual=''))
   # The caption encoder phi and its tokenizer (config.text, data.tokenizer, ...): set_text.
   text_config.set_text(c, 'char_cnn_rnn')
   c.cls = True               # matching-aware discriminator (real image, wrong caption = fake)
@@ -95,6 +101,8 @@ def get_config(arg: str = 'gan_int_cls'):
   for name in names:
     if name in SWITCHES:
       c.cls, c.interp = SWITCHES[name]
+    elif name == 'counterfactual':
+      c.data.counterfactual = 'shape,colour'
     elif name == 'cpu64':
       c.model.resolution = c.data.resolution = 64
       c.model.g_width = c.model.d_width = 16

@@ -92,9 +92,54 @@ def validate(data_config):
     if res not in shapes.RESOLUTIONS:
       raise ValueError(f'jaxgen_shapes comes in resolutions {shapes.RESOLUTIONS} (images are '
                        f'rendered at that size); got {res}.')
+  counterfactual_attributes(data_config)
   if data_config.get('channels', 3) != 3:
     raise ValueError(f'Caption datasets are RGB: data.channels must be 3; got '
                      f'{data_config.get("channels")!r}.')
+
+
+def counterfactual_attributes(data_config) -> tuple[str, ...]:
+  """``data.counterfactual`` ('' by default; e.g. 'shape,colour') as a tuple; checked.
+
+  When set, every training batch also carries ``counterfactual_ids`` / ``counterfactual_len``:
+  each row's caption with one object's shape or colour changed (an attribute of the list
+  drawn uniformly per row; :func:`jaxgen.data.shapes.counterfactual_caption`). Only
+  ``jaxgen_shapes`` stores the attributes this needs.
+  """
+  text = data_config.get('counterfactual', '') or ''
+  if not isinstance(text, str):
+    raise ValueError(f'data.counterfactual must be a comma-separated string; got {text!r}.')
+  attrs = tuple(a.strip() for a in text.split(',') if a.strip())
+  if not attrs:
+    return ()
+  from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+  bad = [a for a in attrs if a not in shapes.COUNTERFACTUAL_ATTRIBUTES]
+  if bad or len(set(attrs)) != len(attrs):
+    raise ValueError(f'data.counterfactual={text!r}: accepted attributes are '
+                     f'{", ".join(shapes.COUNTERFACTUAL_ATTRIBUTES)}, each at most once.')
+  if data_config.get('name') != 'jaxgen_shapes':
+    raise ValueError(f'data.counterfactual needs the object attributes that only jaxgen_shapes '
+                     f'stores; data.name={data_config.get("name")!r}.')
+  return attrs
+
+
+def _counterfactuals(batch, text, attrs, seed, step):
+  """Each row's caption with one attribute changed (:func:`counterfactual_attributes`).
+
+  Row i of the batch of ``step`` draws from ``np.random.default_rng((seed, step, i,
+  crc32(caption)))``, so a resumed stream writes the same captions.
+  """
+  import zlib  # pylint: disable=g-import-not-at-top
+  from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+  out = []
+  for i, caption in enumerate(text):
+    caption = caption.decode('utf-8')
+    rng = np.random.default_rng((seed, step, i, zlib.crc32(caption.encode('utf-8'))))
+    objects = [(s, c) for s, c in zip(batch['object_shape'][i], batch['object_colour'][i])
+               if s >= 0]
+    attr = attrs[int(rng.integers(len(attrs)))]
+    out.append(shapes.counterfactual_caption(caption, objects, attr, rng))
+  return out
 
 
 def _builder_config(data_config):
@@ -203,11 +248,15 @@ def _check_embeddings(embeddings, data_config):
                      '(see jaxgen.data.embeddings.embeddings_by_filename).')
 
 
-def _tokenised(ds, tokenizer, keep_text, embeddings=None):
-  for batch in ds.as_numpy_iterator():
+def _tokenised(ds, tokenizer, keep_text, embeddings=None, counterfactual=(), seed=0,
+               start_step=0):
+  for k, batch in enumerate(ds.as_numpy_iterator()):
     text = batch.pop('caption')
     names = batch.pop('filename', None)
     batch['caption_ids'], batch['caption_len'] = tokenizer.encode_batch(text)
+    if counterfactual:
+      batch['counterfactual_ids'], batch['counterfactual_len'] = tokenizer.encode_batch(
+          _counterfactuals(batch, text, counterfactual, seed, start_step + k))
     if embeddings is not None:
       rows = []
       for name, k in zip(names, batch['caption_index']):
@@ -232,7 +281,8 @@ def _tokenised(ds, tokenizer, keep_text, embeddings=None):
 def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
                          seed: int = 0, start_step: int = 0, repeat: bool = True,
                          whole: bool = False, keep_text: bool = False,
-                         embeddings: dict | None = None) -> Iterator[dict]:
+                         embeddings: dict | None = None,
+                         counterfactual: tuple[str, ...] = ()) -> Iterator[dict]:
   """Yields numpy batches of this process's share of ``split`` (see the module docstring).
 
   ``tokenizer`` is a :class:`jaxgen.data.text.CharVocab` or ``WordVocab`` (anything with
@@ -246,6 +296,8 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
   char-CNN-RNN pickles via :func:`jaxgen.data.embeddings.embeddings_by_filename`) adds
   ``caption_embedding`` float32 [B, dim], the precomputed embedding of the drawn caption; it
   assumes the table lists an image's captions in the order of its caption file.
+  ``counterfactual`` (attribute names, ``jaxgen_shapes`` only; see
+  :func:`counterfactual_attributes`) adds ``counterfactual_ids`` and ``counterfactual_len``.
   """
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f'batch_size must be a positive integer; got {batch_size!r}.')
@@ -253,6 +305,9 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
     raise ValueError(f'start_step must be a non-negative integer; got {start_step!r}.')
   tf = pipeline._tf()  # pylint: disable=protected-access
   _check_embeddings(embeddings, data_config)
+  if counterfactual:
+    counterfactual_attributes(
+        {'name': data_config.get('name'), 'counterfactual': ','.join(counterfactual)})
   if whole and repeat:
     raise ValueError('whole=True reads a split once for evaluation; it needs repeat=False.')
   base, num = _base(data_config, split, whole)
@@ -261,11 +316,12 @@ def make_caption_dataset(data_config, split: str, batch_size: int, tokenizer, *,
   base = base.enumerate()
   if not repeat:
     ds = base.map(_choose_caption(tf, tf.constant(pipeline.epoch_seed(seed, 0), tf.int64)))
-    return _tokenised(ds.batch(batch_size).prefetch(2), tokenizer, keep_text, embeddings)
+    return _tokenised(ds.batch(batch_size).prefetch(2), tokenizer, keep_text, embeddings,
+                      counterfactual, seed)
   ds = pipeline.positioned_batches(
       base, num, data_config, split, batch_size, seed=seed, start_step=start_step,
       per_epoch=lambda shuffled, epoch_seed: shuffled.map(_choose_caption(tf, epoch_seed)))
-  return _tokenised(ds, tokenizer, keep_text, embeddings)
+  return _tokenised(ds, tokenizer, keep_text, embeddings, counterfactual, seed, start_step)
 
 
 def split_captions(data_config, split: str = 'train') -> Iterator[str]:
@@ -387,4 +443,5 @@ def make_dataset(data_config, split: str, batch_size: int, *, seed: int = 0,
     embeddings = embeddings_lib.embeddings_by_filename(path if os.path.isdir(path) else root)
   return make_caption_dataset(data_config, split, batch_size, tokenizer_for(data_config),
                               seed=seed, start_step=start_step, repeat=repeat, whole=whole,
-                              embeddings=embeddings)
+                              embeddings=embeddings,
+                              counterfactual=counterfactual_attributes(data_config))

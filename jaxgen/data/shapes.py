@@ -40,7 +40,9 @@ the second -1 when there is one object) ``object_shape``, ``object_colour``, ``o
 """
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -170,6 +172,55 @@ def make_caption(rng: np.random.Generator, objects, background: int) -> str:
     colour = _pick(rng, BACKGROUND_WORDS[BACKGROUNDS[background]])
     text += ' ' + _pick(rng, BACKGROUND_TEMPLATES).format(c=colour)
   return text
+
+
+COUNTERFACTUAL_ATTRIBUTES = ('shape', 'colour')
+
+
+@functools.cache
+def _word_patterns():
+  """attribute -> (regex of every word of it, longest first; word -> value index)."""
+  out = {}
+  for attr, names, words in (('shape', SHAPES, SHAPE_WORDS), ('colour', COLOURS, COLOUR_WORDS)):
+    index = {w: names.index(name) for name, ws in words.items() for w in ws}
+    alternatives = sorted(index, key=len, reverse=True)
+    out[attr] = (re.compile(r'\b(' + '|'.join(map(re.escape, alternatives)) + r')\b'), index)
+  return out
+
+
+def counterfactual_caption(caption: str, objects, attribute: str, rng) -> str:
+  """``caption`` with one object's ``attribute`` ('shape' or 'colour') changed, nothing else.
+
+  ``objects``: the image's (shape, colour) index pairs in caption order (every caption names
+  its objects in order, and the templates and positions contain no shape or colour word, so
+  the k-th shape word and the k-th colour word are object k's; a background mention comes
+  last). One object is picked uniformly, its value is replaced by another drawn uniformly
+  among those that keep its colour-shape pair a seen one (a held-out pair is never written),
+  with a synonym drawn uniformly. ``rng``: a ``np.random.Generator``. Raises ValueError when
+  the caption does not name ``objects`` this way (not a ``jaxgen_shapes`` caption of them).
+  """
+  if attribute not in COUNTERFACTUAL_ATTRIBUTES:
+    raise ValueError(f'Unknown counterfactual attribute {attribute!r}; accepted: '
+                     f'{", ".join(COUNTERFACTUAL_ATTRIBUTES)}.')
+  objects = [(int(s), int(c)) for s, c in objects]
+  pattern, index = _word_patterns()[attribute]
+  found = list(pattern.finditer(caption))[:len(objects)]
+  slot = 0 if attribute == 'shape' else 1
+  if not objects or len(found) < len(objects) or any(
+      index[m.group(0)] != obj[slot] for m, obj in zip(found, objects)):
+    raise ValueError(f'The caption {caption!r} does not name the {attribute}s of the objects '
+                     f'{objects} (shape, colour) in order.')
+  k = int(rng.integers(len(objects)))
+  shape, colour = objects[k]
+  held = heldout_pair_ids()
+  if attribute == 'shape':
+    options = [s for s in range(len(SHAPES)) if s != shape and (colour, s) not in held]
+    words = SHAPE_WORDS[SHAPES[options[int(rng.integers(len(options)))]]]
+  else:
+    options = [c for c in range(len(COLOURS)) if c != colour and (c, shape) not in held]
+    words = COLOUR_WORDS[COLOURS[options[int(rng.integers(len(options)))]]]
+  m = found[k]
+  return caption[:m.start()] + words[int(rng.integers(len(words)))] + caption[m.end():]
 
 
 def sample_example(split: str, index: int) -> ShapesExample:

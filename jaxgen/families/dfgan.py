@@ -33,6 +33,13 @@ state.step)`` and s the batch's sentence vectors,
    forward of step 1 (G has not changed, and has no batch statistics, so this is the fake of
    the official step: one G forward per step).
 
+``data.counterfactual`` (default '': the paper; ``jaxgen_shapes`` only) makes half of the
+mismatched pairs counterfactual: each real image against its own caption with one object's
+shape or colour changed (:func:`jaxgen.data.shapes.counterfactual_caption`), so the mismatch
+term is the mean of the paper's hinge term and that one (logged as ``d_counterfactual``). A
+random other caption of this dataset almost always differs in position already, so the
+paper's pairs let D pass without reading shape or colour; these pairs do not.
+
 ``text_scale`` (default 1: the paper) multiplies the encoder's sentence vectors before G, D
 and MA-GP see them (s = text_scale * phi(t)): G reads ``concat(z, s)``, so a sentence much
 shorter than z (a cosine-trained encoder's, whose length nothing fixes) moves G little until
@@ -40,7 +47,7 @@ its weights grow.
 
 Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
 Metrics: ``d_loss`` (with MA-GP), its terms ``d_real``, ``d_fake``, ``d_mismatch``,
-``ma_gp``, ``g_loss``, and ``finite``.
+``ma_gp`` (and ``d_counterfactual``), ``g_loss``, and ``finite``.
 
 Sampling: ``truncation`` (the official configs: on, ``trunc_rate`` 0.86) draws
 ``trunc_rate * TN(-trunc_bound, trunc_bound)`` latents, a standard normal truncated to
@@ -204,6 +211,7 @@ def build(config, *, with_data: bool = True) -> base.Family:
 def make_train_step(config, generator, discriminator, text):
   """``train_step(state, batch) -> (state, metrics)`` (pure; the engine jits it)."""
   g_tx, d_tx = optimizers(config)
+  with_counterfactual = tc.counterfactual(config)
   k, p = float(config.ma_gp.k), float(config.ma_gp.p)
   latent_dim = config.model.latent_dim
 
@@ -213,6 +221,9 @@ def make_train_step(config, generator, discriminator, text):
     nets = state.nets
     g, d = nets['g'], nets['d']
     s = sentences(config, text, nets.get('text'), batch)
+    s_cf = None
+    if with_counterfactual:
+      s_cf = float(text_scale(config)) * tc.embed_counterfactual(text, nets.get('text'), batch)
     key = jax.random.fold_in(state.rng, state.step)
     z = base.shard_batch_axis(jax.random.normal(key, (m, latent_dim)))
     # The one G forward of the step; its vjp carries G's gradient after D's update.
@@ -232,9 +243,16 @@ def make_train_step(config, generator, discriminator, text):
       else:  # MA-GP off (an ablation): no second-order pass.
         (real_logits, features), gp = real_logits_and_features(real, s), jnp.zeros(())
       mis_logits = discriminator.apply(variables, losses.mismatch(features), s, method='head')
+      extra = {}
+      if with_counterfactual:
+        # Half of the mismatched pairs: each real image against its own caption with one
+        # attribute changed (so the mismatch term is the mean of the two hinge terms).
+        cf_logits = discriminator.apply(variables, features, s_cf, method='head')
+        extra['counterfactual'] = losses.hinge_fake(cf_logits)
+        mis_logits = jnp.concatenate([mis_logits, cf_logits])
       fake_logits = discriminator.apply(variables, fake, s)  # fake: a constant here (detached)
       terms = losses.discriminator_loss(real_logits, fake_logits, mis_logits)
-      return terms['loss'] + gp, dict(terms, ma_gp=gp)
+      return terms['loss'] + gp, dict(terms, ma_gp=gp, **extra)
 
     (d_loss, d_terms), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d['params'])
     d = base.apply_gradients(d, d_grads, d_tx)
@@ -248,6 +266,8 @@ def make_train_step(config, generator, discriminator, text):
     metrics = {'d_loss': d_loss, 'd_real': d_terms['real'], 'd_fake': d_terms['fake'],
                'd_mismatch': d_terms['mismatch'], 'ma_gp': d_terms['ma_gp'],
                'g_loss': g_loss, 'finite': finite.astype(jnp.float32)}
+    if with_counterfactual:
+      metrics['d_counterfactual'] = d_terms['counterfactual']
     return state.replace(step=state.step + 1, nets=dict(nets, g=g, d=d)), metrics
 
   return train_step

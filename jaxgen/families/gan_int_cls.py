@@ -15,6 +15,10 @@ Two switches give Reed's four variants (``experiments/configs/gan_int_cls.py``):
   embeddings rolled by one) as fake; the fake and wrong terms are weighted by 1/2. With
   ``wrong_captions='nearest'`` the wrong caption is instead the batch's most similar other
   caption below ``wrong_max_similarity`` (:func:`jaxgen.losses.matching.nearest_mismatched`).
+  With ``data.counterfactual`` (not Reed's; ``jaxgen_shapes`` only) every other row (0, 2,
+  ...) instead gets its own caption with one object's shape or colour changed
+  (:func:`jaxgen.data.shapes.counterfactual_caption`; logged: ``d_counterfactual``, those
+  rows' share of the wrong term).
 * ``interp`` (GAN-INT): G is also trained on images generated from interpolated embeddings
   ``interp_beta * t1 + (1 - interp_beta) * t2`` of two captions of the batch (t2: the roll),
   weighted by ``interp_weight``. No real image matches them, so only G's loss uses them.
@@ -71,6 +75,9 @@ def validate(config) -> None:
       raise ValueError(f'{name} must be True or False; got {config[name]!r}.')
   matching.check_wrong_captions(config.get('wrong_captions', 'roll'),
                                 config.get('wrong_max_similarity', 0.8))
+  if tc.counterfactual(config) and not config.cls:
+    raise ValueError('data.counterfactual replaces half of the CLS term\'s wrong captions; it '
+                     'needs cls=True.')
   if not 0.0 <= config.interp_beta <= 1.0:
     raise ValueError(f'interp_beta must be in [0, 1]; got {config.interp_beta!r}.')
   if config.interp_weight < 0:
@@ -159,6 +166,7 @@ def make_train_step(config, generator, discriminator, text):
   latent_dim = config.model.latent_dim
   wrong_how = config.get('wrong_captions', 'roll')
   wrong_max_sim = config.get('wrong_max_similarity', 0.8)
+  with_counterfactual = tc.counterfactual(config)
 
   g_apply = functools.partial(base.apply_train, generator)
   d_apply = functools.partial(base.apply_train, discriminator)
@@ -179,6 +187,9 @@ def make_train_step(config, generator, discriminator, text):
     g = dict(g, vars=g_vars)
 
     wrong_t = matching.wrong_captions(t, wrong_how, wrong_max_sim) if use_cls else None
+    if with_counterfactual:  # rows 0, 2, 4, ...: the image's caption, one attribute changed
+      even = (jnp.arange(m) % 2 == 0)[:, None]
+      wrong_t = jnp.where(even, tc.embed_counterfactual(text, nets.get('text'), batch), wrong_t)
 
     def d_loss_fn(params):
       real_logits, new_vars = d_apply(params, d['vars'], real, t)
@@ -187,6 +198,8 @@ def make_train_step(config, generator, discriminator, text):
       if use_cls:
         wrong_logits, new_vars = d_apply(params, new_vars, real, wrong_t)
       terms = matching.matching_aware_d_loss(real_logits, fake_logits, wrong_logits)
+      if with_counterfactual:  # the wrong term's share from the counterfactual rows
+        terms['counterfactual'] = jnp.mean(jax.nn.softplus(wrong_logits[::2]))
       return terms['loss'], (new_vars, terms)
 
     (d_loss, (d_vars, d_terms)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
@@ -217,6 +230,8 @@ def make_train_step(config, generator, discriminator, text):
     metrics = {'d_loss': d_loss, 'd_real': d_terms['real'], 'd_fake': d_terms['fake'],
                'd_wrong': d_terms['wrong'], 'g_loss': g_loss, 'g_right': g_terms['right'],
                'g_interp': g_terms['interp'], 'finite': finite.astype(jnp.float32)}
+    if with_counterfactual:
+      metrics['d_counterfactual'] = d_terms['counterfactual']
     return state.replace(step=state.step + 1, nets=new_nets), metrics
 
   return train_step

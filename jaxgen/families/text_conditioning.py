@@ -40,6 +40,8 @@ from jaxgen.families import text_encoder
 PRECOMPUTED = 'precomputed'
 TOKEN_KEYS = ('caption_ids', 'caption_len')
 EMBEDDING_KEY = 'caption_embedding'
+# Each caption with one object's shape or colour changed (data.counterfactual, jaxgen_shapes).
+COUNTERFACTUAL_KEYS = ('counterfactual_ids', 'counterfactual_len')
 
 
 class TextToImage(NamedTuple):
@@ -98,6 +100,21 @@ def validate(config) -> None:
                        'jaxgen.data.source).')
   else:
     text_encoder.text_fields(config)  # unknown module fields, tokenizer mismatch
+  if counterfactual(config) and encoder == PRECOMPUTED:
+    raise ValueError('data.counterfactual writes new captions, which precomputed embeddings '
+                     'cannot embed: it needs a text encoder (text.encoder != "precomputed").')
+
+
+def counterfactual(config) -> bool:
+  """Whether the batches carry counterfactual captions (``data.counterfactual``, checked)."""
+  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
+  return bool(captions.counterfactual_attributes(config.data))
+
+
+def embed_counterfactual(text, net, batch) -> jax.Array:
+  """phi of the batch's counterfactual captions [B, dim] (as :func:`embed`)."""
+  return embed(text, net, {'caption_ids': batch[COUNTERFACTUAL_KEYS[0]],
+                           'caption_len': batch[COUNTERFACTUAL_KEYS[1]]})
 
 
 def structure(config) -> dict:
@@ -115,7 +132,9 @@ def text_net(config) -> text_encoder.TextNet | None:
 
 
 def batch_keys(config) -> tuple[str, ...]:
-  return (EMBEDDING_KEY,) if is_precomputed(config) else TOKEN_KEYS
+  if is_precomputed(config):
+    return (EMBEDDING_KEY,)
+  return TOKEN_KEYS + (COUNTERFACTUAL_KEYS if counterfactual(config) else ())
 
 
 def embed_dim(config, text) -> int:
