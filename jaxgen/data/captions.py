@@ -132,9 +132,9 @@ def _counterfactuals(batch, text, attrs, seed, step):
   import zlib  # pylint: disable=g-import-not-at-top
   from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
   out = []
-  for i, caption in enumerate(text):
-    caption = caption.decode('utf-8')
-    rng = np.random.default_rng((seed, step, i, zlib.crc32(caption.encode('utf-8'))))
+  for i, raw in enumerate(text):
+    caption = raw.decode('utf-8')
+    rng = np.random.default_rng((seed, step, i, zlib.crc32(raw)))
     objects = [(s, c) for s, c in zip(batch['object_shape'][i], batch['object_colour'][i])
                if s >= 0]
     attr = attrs[int(rng.integers(len(attrs)))]

@@ -223,7 +223,7 @@ def make_train_step(config, generator, discriminator, text):
     s = sentences(config, text, nets.get('text'), batch)
     s_cf = None
     if with_counterfactual:
-      s_cf = float(text_scale(config)) * tc.embed_counterfactual(text, nets.get('text'), batch)
+      s_cf = sentences(config, text, nets.get('text'), tc.counterfactual_tokens(batch))
     key = jax.random.fold_in(state.rng, state.step)
     z = base.shard_batch_axis(jax.random.normal(key, (m, latent_dim)))
     # The one G forward of the step; its vjp carries G's gradient after D's update.

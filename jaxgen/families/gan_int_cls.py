@@ -189,7 +189,8 @@ def make_train_step(config, generator, discriminator, text):
     wrong_t = matching.wrong_captions(t, wrong_how, wrong_max_sim) if use_cls else None
     if with_counterfactual:  # rows 0, 2, 4, ...: the image's caption, one attribute changed
       even = (jnp.arange(m) % 2 == 0)[:, None]
-      wrong_t = jnp.where(even, tc.embed_counterfactual(text, nets.get('text'), batch), wrong_t)
+      t_cf = tc.embed(text, nets.get('text'), tc.counterfactual_tokens(batch))
+      wrong_t = jnp.where(even, t_cf, wrong_t)
 
     def d_loss_fn(params):
       real_logits, new_vars = d_apply(params, d['vars'], real, t)
@@ -199,7 +200,7 @@ def make_train_step(config, generator, discriminator, text):
         wrong_logits, new_vars = d_apply(params, new_vars, real, wrong_t)
       terms = matching.matching_aware_d_loss(real_logits, fake_logits, wrong_logits)
       if with_counterfactual:  # the wrong term's share from the counterfactual rows
-        terms['counterfactual'] = jnp.mean(jax.nn.softplus(wrong_logits[::2]))
+        terms['counterfactual'] = matching.sigmoid_ce(wrong_logits[::2], 0.0)
       return terms['loss'], (new_vars, terms)
 
     (d_loss, (d_vars, d_terms)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(

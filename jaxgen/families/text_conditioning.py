@@ -111,10 +111,9 @@ def counterfactual(config) -> bool:
   return bool(captions.counterfactual_attributes(config.data))
 
 
-def embed_counterfactual(text, net, batch) -> jax.Array:
-  """phi of the batch's counterfactual captions [B, dim] (as :func:`embed`)."""
-  return embed(text, net, {'caption_ids': batch[COUNTERFACTUAL_KEYS[0]],
-                           'caption_len': batch[COUNTERFACTUAL_KEYS[1]]})
+def counterfactual_tokens(batch) -> dict:
+  """The batch's counterfactual captions under the token keys, for :func:`embed`."""
+  return dict(zip(TOKEN_KEYS, (batch[k] for k in COUNTERFACTUAL_KEYS)))
 
 
 def structure(config) -> dict:

@@ -23,7 +23,8 @@ import optax
 Array = jax.Array
 
 
-def _bce(logits: Array, target: float) -> Array:
+def sigmoid_ce(logits: Array, target: float) -> Array:
+  """Batch mean of the sigmoid cross-entropy of ``logits`` against a constant ``target``."""
   return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)))
 
 
@@ -96,11 +97,11 @@ def matching_aware_d_loss(real_right: Array, fake_right: Array,
   loss ``real + (fake + wrong) / 2``. Returns ``{'loss', 'real', 'fake', 'wrong'}`` (``wrong``
   is 0 without the CLS term).
   """
-  real = _bce(real_right, 1.0)
-  fake = _bce(fake_right, 0.0)
+  real = sigmoid_ce(real_right, 1.0)
+  fake = sigmoid_ce(fake_right, 0.0)
   if real_wrong is None:
     return {'loss': real + fake, 'real': real, 'fake': fake, 'wrong': jnp.zeros_like(real)}
-  wrong = _bce(real_wrong, 0.0)
+  wrong = sigmoid_ce(real_wrong, 0.0)
   return {'loss': real + 0.5 * (fake + wrong), 'real': real, 'fake': fake, 'wrong': wrong}
 
 
@@ -108,8 +109,8 @@ def generator_loss(fake_right: Array, fake_interp: Array | None = None,
                    interp_weight: float = 1.0) -> dict:
   """G's non-saturating loss ``-log D(G(z, t), t)`` and, with GAN-INT, ``interp_weight`` times
   the same on interpolated captions. Returns ``{'loss', 'right', 'interp'}``."""
-  right = _bce(fake_right, 1.0)
+  right = sigmoid_ce(fake_right, 1.0)
   if fake_interp is None:
     return {'loss': right, 'right': right, 'interp': jnp.zeros_like(right)}
-  interp = _bce(fake_interp, 1.0)
+  interp = sigmoid_ce(fake_interp, 1.0)
   return {'loss': right + interp_weight * interp, 'right': right, 'interp': interp}
