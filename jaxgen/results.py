@@ -416,7 +416,10 @@ def render_text_retrieval(docs, paths) -> str:
     r = payload(doc)
     e, c = r['eval'], r['config']
     res = c['data']['resolution']
-    row = [f'`{c["text"]["encoder"]}` + {c["loss"]["name"]}', f'{res}x{res}', f'{e["step"]:,}']
+    name = f'`{c["text"]["encoder"]}` + {c["loss"]["name"]}'
+    if c['data'].get('counterfactual'):  # not the papers': hard negatives with a word changed
+      name += f' + counterfactual {c["data"]["counterfactual"]} negatives'
+    row = [name, f'{res}x{res}', f'{e["step"]:,}']
     for split in ('test', 'heldout'):
       row += [_num(e.get(f'{split}/top1'), 3), _num(e.get(f'{split}/top5'), 3),
               _num(e.get(f'{split}/r_precision'), 3)]
@@ -438,6 +441,12 @@ def _run_label(t: dict) -> str:
             (True, True): 'GAN-INT-CLS'}[t['cls'], t['interp']]
   elif family == 'stackgan':
     name = f'StackGAN Stage-{"I" * t.get("stage", 1)}'
+  elif family == 'text_encoder':  # a text-encoder run asked by jaxgen.matching_probe
+    name = {'char_cnn_rnn': 'char-CNN-RNN', 'bilstm': 'bi-LSTM'}.get(
+        t['text_encoder'], t['text_encoder']) + f' encoder, {t["step"]:,} steps'
+    if t.get('counterfactual'):
+      name += f', counterfactual {t["counterfactual"]} negatives'
+    return name
   else:
     name = {'dfgan': 'DF-GAN'}.get(family, family)
   if t.get('wrong_captions', 'roll') != 'roll':  # not Reed's random wrong captions
@@ -452,6 +461,8 @@ def _run_label(t: dict) -> str:
     name += f', text x{t["text_scale"]:g}'
   if t.get('counterfactual'):  # not the papers': D also sees captions with words changed
     name += ', counterfactual captions'
+  if t.get('text_counterfactual'):  # its text encoder was trained with them (files without
+    name += ', encoder trained on counterfactual captions'  # the field: a plain encoder)
   if t.get('seed'):  # another training seed of the same run (files without it: seed 0)
     name += f', seed {t["seed"]}'
   return name
@@ -787,7 +798,15 @@ BLOCKS: dict[str, Block] = {
                           ('char_cnn_rnn_long', 'char_cnn_rnn,cpu_long'),
                           ('bilstm', 'bilstm'),
                           ('char_cnn_rnn_cpu64', 'char_cnn_rnn,cpu64'),
-                          ('bilstm_cpu64', 'bilstm,cpu64')))),
+                          ('bilstm_cpu64', 'bilstm,cpu64'),
+                          ('char_cnn_rnn_long_counterfactual',
+                           'char_cnn_rnn,cpu_long,counterfactual')))),
+    # What each encoder's own similarity checks, both runs trained on the same machine.
+    'matching_probe_text_encoder': Block(render_matching_probe, tuple(
+        Source(f'docs/results/text_encoder/matching_{name}.json',
+               f'python -m jaxgen.matching_probe --workdir=runs/text_encoder/{name} '
+               f'--results=docs/results/text_encoder/matching_{name}.json')
+        for name in ('char_cnn_rnn_long', 'char_cnn_rnn_long_counterfactual'))),
     'text_probe': Block(render_text_probe, tuple(
         Source(f'docs/results/text_encoder/probe_{name}.json',
                f'python -m jaxgen.text_probe --workdir=runs/text_encoder/{name} '
@@ -829,10 +848,14 @@ BLOCKS: dict[str, Block] = {
                   '--text_encoder=runs/text_encoder/char_cnn_rnn_long ')
           for run in ('cpu32_bilstm', 'cpu32_bilstm_x6')))),
     # One char-CNN-RNN for every row, retrained on the machine that trained these runs.
+    # The *_text runs import the text encoder trained with counterfactual captions too.
+    # R-precision with the other rows' encoder, not the run's own.
     'text_to_image_counterfactual': Block(render_text_to_image, tuple(
-        _scored(f'{family}/{run}', f'{family}_{run}')
+        _scored(f'{family}/{run}', f'{family}_{run}',
+                '--text_encoder=runs/text_encoder/char_cnn_rnn_long ' if run.endswith('_text')
+                else '')
         for family in ('gan_int_cls', 'dfgan')
-        for run in ('cpu32_baseline', 'cpu32_counterfactual'))),
+        for run in ('cpu32_baseline', 'cpu32_counterfactual', 'cpu32_counterfactual_text'))),
     'matching_probe_counterfactual': Block(render_matching_probe, tuple(
         Source(f'docs/results/{family}/matching_{run}{suffix}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} {option}'
@@ -841,7 +864,8 @@ BLOCKS: dict[str, Block] = {
         for run, option, suffix in (('cpu32_baseline', '', ''),
                                     ('cpu32_counterfactual', '', ''),
                                     # the images D was trained on
-                                    ('cpu32_counterfactual', '--split=train ', '_train')))),
+                                    ('cpu32_counterfactual', '--split=train ', '_train'),
+                                    ('cpu32_counterfactual_text', '', '')))),
     'text_to_image_models': Block(render_text_to_image, (
         _scored('gan_int_cls/gan_int_cls', 'gan_int_cls'),
         _scored('stackgan/stage1', 'stackgan1', '--resolution=64 '),

@@ -145,6 +145,7 @@ def train_summary(workdir: str, config) -> dict:
   """What the run trained: its switches and sizes, and the seconds spent in train steps
   (summed from ``metrics.jsonl``'s ``steps_per_sec`` between log points; compile and
   start-up time not included)."""
+  from jaxgen import text_to_image  # pylint: disable=g-import-not-at-top
   seconds, last = 0.0, 0
   path = os.path.join(workdir, 'metrics.jsonl')
   if os.path.exists(path):
@@ -165,6 +166,7 @@ def train_summary(workdir: str, config) -> dict:
           'd_projection': bool(model.get('d_projection', False)),
           'text_scale': float(config.get('text_scale', 1.0)),
           'counterfactual': config.data.get('counterfactual', ''),
+          'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
           'train_seconds': seconds}
 
 

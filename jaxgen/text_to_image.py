@@ -35,7 +35,8 @@ from absl import app, flags, logging
 
 from jaxgen import images as image_lib
 from jaxgen import families
-from jaxgen.engine import runs
+from jaxgen.engine import imports, runs
+from jaxgen.engine import workdir as workdir_lib
 from jaxgen.families import gan_int_cls, style_encoder
 from jaxgen.families import text_conditioning as tc
 from jaxgen.models import gan_int_cls as models
@@ -64,6 +65,20 @@ def load(workdir: str, step: int | None = None):
   return types.SimpleNamespace(config=config, model=model, generator=generator, text=model.text,
                                encoder=encoder, nets=state.nets, step=int(state.step),
                                generate=generate, embed=embed)
+
+
+def text_encoder_counterfactual(config) -> str | None:
+  """``data.counterfactual`` of the text-encoder run a text-to-image run imported its ``text``
+  from (``init_from``): '' for a plain encoder, None when unknown (no import, or that run's
+  folder is gone)."""
+  source = (config.get('init_from') or {}).get('text')
+  if not source:
+    return None
+  try:
+    encoder_config = workdir_lib.load_config(imports.parse_source(source)[0])
+  except ValueError:  # the encoder's workdir is not on this machine (any more)
+    return None
+  return encoder_config.data.get('counterfactual', '') or ''
 
 
 def text_to_image_families() -> list[str]:

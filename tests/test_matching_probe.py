@@ -81,3 +81,42 @@ def test_probe_on_a_tiny_run(shapes_dir, tmp_path):  # noqa: F811
   # The training images: the first ones of the split (the tiny run's build holds them).
   seen = matching_probe.probe(run, split='train', num_images=4)
   assert seen['split'] == 'train' and seen['num_images'] == 4
+
+
+def test_probe_on_a_tiny_text_encoder_run(tmp_path):
+  """A text-encoder run is asked with its own score, similarity(image, caption): recomputed
+  here from the networks for one change, with numpy's cosine."""
+  from experiments.configs import text_encoder as text_config  # pylint: disable=g-import-not-at-top
+  from jaxgen.engine import runs  # pylint: disable=g-import-not-at-top
+  from jaxgen.families import text_encoder  # pylint: disable=g-import-not-at-top
+  c = text_config.get_config('bilstm,tiny')
+  c.data.data_dir = str(tmp_path / 'tfds')
+  c.num_steps = 2
+  workdir = str(tmp_path / 'enc')
+  loop.train_and_evaluate(c, workdir)
+  out = matching_probe.probe_run(workdir, num_images=12, batch_size=8)
+  assert (out['family'], out['text_encoder'], out['similarity']) == (
+      'text_encoder', 'bilstm', 'cosine')
+  assert out['step'] == 2 and out['workdir'] == workdir and out['counterfactual'] == ''
+  config, _, _, state = runs.restore_run(workdir)
+  text, image = text_encoder.make_text_net(config), text_encoder.make_image_net(config)
+  images = np.stack([shapes.render(shapes.sample_example('test', i), 32) for i in range(12)])
+  variables = lambda n: {'params': state.nets[n]['params'], **state.nets[n]['vars']}  # noqa
+  img = np.asarray(image.apply(variables('image'), images.astype(np.float32) / 127.5 - 1),
+                   np.float64)
+  pairs = [matching_probe.contrast_captions('test', i, 'colour', 12) for i in range(12)]
+
+  def cosine(texts):
+    ids, lens = text.tokenizer.encode_batch(texts)
+    cap = np.asarray(text.embed(variables('text'), ids, lens), np.float64)
+    return np.sum(img * cap, 1) / (np.linalg.norm(img, axis=1) * np.linalg.norm(cap, axis=1))
+
+  right, changed = cosine([p[0] for p in pairs]), cosine([p[1] for p in pairs])
+  got = out['changes']['colour']
+  # Different batch sizes and summation orders: float32 cosines (|c| <= 1) agree to a few
+  # 1e-7, so a preference can only flip on a near-tie (none of these 12 pairs is within
+  # 1e-4) and a mean gap is within 1e-5.
+  assert np.min(np.abs(right - changed)) > 1e-4
+  assert got['preference'] == matching_probe.preference(right, changed)
+  np.testing.assert_allclose(got['logit_gap'], np.mean(right - changed), rtol=0, atol=1e-5)
+  assert 'the encoder prefers' in matching_probe.table(out)

@@ -257,9 +257,11 @@ def _fake_results(source: results.Source, i: int) -> dict:
     for split in ('test', 'heldout'):
       ev.update({f'{split}/top1': 0.8 + i / 100, f'{split}/top5': 0.99,
                  f'{split}/r_precision': 0.85})
+    data = {'resolution': res, **({'counterfactual': 'shape'} if 'counterfactual' in cmd
+                                  else {})}
     return {'eval': ev, 'wall_seconds_this_call': 400.0, 'workdir': 'runs/x',
             'config': {'text': {'encoder': enc}, 'loss': {'name': 'damsm'},
-                       'data': {'resolution': res}, 'eval': {'num_candidates': 100}}}
+                       'data': data, 'eval': {'num_candidates': 100}}}
   if 'text_image_eval' in cmd:
     acc = {'shape': 0.5, 'colour': 0.9, 'size': 0.8, 'position': 0.95, 'r_precision': 0.4,
            'fid': 900.0}
@@ -268,11 +270,13 @@ def _fake_results(source: results.Source, i: int) -> dict:
     return {'step': 2000, 'test': split, 'heldout': split,
             'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0,
                       'resolution': 64, **({'seed': 1} if i == 2 else {}),
-                      # the commands with --text_encoder: DF-GAN runs on a scaled bi-LSTM
+                      # the bi-LSTM DF-GAN runs (scored with --text_encoder): scaled sentences
                       **({'family': 'dfgan', 'text_encoder': 'bilstm', 'text_scale': 6.4}
-                         if '--text_encoder=' in cmd and 'dfgan' in cmd else {}),
+                         if '--text_encoder=' in cmd and 'dfgan/cpu32_bilstm' in cmd else {}),
                       **({'family': 'dfgan', 'counterfactual': 'shape,colour'}
-                         if 'counterfactual' in cmd else {})}}
+                         if 'counterfactual' in cmd else {}),
+                      # its text encoder was trained with counterfactual captions too
+                      **({'text_counterfactual': 'shape'} if '_text ' in cmd else {})}}
   if 'experiments.style_encoder' in cmd:
     ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
           'style/cos_same': 0.6, 'style/cos_other': 0.1}
@@ -287,6 +291,13 @@ def _fake_results(source: results.Source, i: int) -> dict:
             'image': {'shape': probe(0.35), 'colour': probe(0.78)},
             # files written before the lengths were recorded lack them (rendered '–')
             **({'length': {'text': 1.5 + i, 'image': 3.0}} if i else {})}
+  if 'jaxgen.matching_probe' in cmd and 'runs/text_encoder/' in cmd:  # a text-encoder run
+    ch = lambda p, g: {'preference': p, 'logit_gap': g}
+    return {'workdir': 'runs/text_encoder/x', 'step': 6000, 'split': 'test',
+            'num_images': 500, 'family': 'text_encoder', 'text_encoder': 'char_cnn_rnn',
+            'similarity': 'dot', 'resolution': 32,
+            'counterfactual': 'shape' if 'counterfactual' in cmd else '',
+            'changes': {'position': ch(0.99, 13.0), 'shape': ch(0.74 + i / 10, 2.6)}}
   if 'jaxgen.matching_probe' in cmd:
     ch = lambda p, g: {'preference': p, 'logit_gap': g}
     return {'workdir': 'runs/gan_int_cls/x', 'step': 6000, 'split': 'test', 'num_images': 500,
@@ -296,6 +307,7 @@ def _fake_results(source: results.Source, i: int) -> dict:
             **({'family': 'dfgan', 'counterfactual': 'shape'} if 'counterfactual' in cmd
                else {}),
             **({'split': 'train'} if '--split=train' in cmd else {}),
+            **({'text_counterfactual': 'shape'} if '_text ' in cmd else {}),
             'changes': {'position': ch(1.0, 4.1), 'colour': ch(0.8 + i / 10, 0.66)}}
   if 'metrics.attributes' in cmd:
     scores = {'shape': 0.9, 'colour': 0.99, 'size': 0.99, 'position': 1.0, 'count': 1.0,
@@ -334,6 +346,13 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   assert '| DF-GAN, counterfactual captions | 64 |' in text
   assert 'counterfactual captions [2]' in text
   assert 'counterfactual captions, train images [3]' in text  # not the test split: says so
+  # ... and one whose text encoder was trained with them says that too.
+  assert ('| DF-GAN, counterfactual captions, encoder trained on counterfactual captions '
+          '| 64 |') in text
+  # A text encoder trained with counterfactual negatives, in retrieval and the probe.
+  assert '| `char_cnn_rnn` + damsm + counterfactual shape negatives | 32x32 |' in text
+  assert ('| shape | 0.740 (+2.60) | 0.840 (+2.60) |') in text
+  assert 'char-CNN-RNN encoder, 6,000 steps, counterfactual shape negatives [2]' in text
   # text_to_image: a run trained with another seed says so (files without a seed: seed 0).
   assert '| GAN-INT, seed 1 | 64 | 2,000 |' in text and '| GAN-INT | 64 | 2,000 |' in text
   # text_probe: one row per attribute, (text, image) of each file side by side, then chance.

@@ -65,6 +65,62 @@ def test_trains_evaluates_and_resumes_bitwise(encoder, data_dir, tmp_path):
   assert_bitwise_equal(full, resumed)
 
 
+@pytest.mark.parametrize('encoder', ENCODERS)
+def test_counterfactual_captions_are_hard_negatives(encoder, data_dir, tmp_path):
+  """With data.counterfactual each image's changed caption joins its row of the loss: the
+  step's loss and ``batch_counterfactual`` recomputed from the networks, from a batch the
+  pipeline wrote; the run resumes bit for bit."""
+  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
+  cfg = lambda n=6: tiny(encoder, data_dir, num_steps=n, checkpoint_every=3)  # noqa: E731
+  c = cfg()
+  with c.data.unlocked():
+    c.data.counterfactual = 'shape'
+  config, module = loop.prepare(c)
+  family = module.build(config, with_data=False)
+  assert family.batch_keys[-2:] == captions.COUNTERFACTUAL_KEYS
+  assert 'batch_counterfactual' in family.progress_keys
+  text, image = text_encoder.make_text_net(config), text_encoder.make_image_net(config)
+  batch = next(captions.make_dataset(config.data, 'train', config.batch_size,
+                                      seed=config.seed))
+  batch = {k: jnp.asarray(batch[k]) for k in family.batch_keys}
+  state = jax.jit(family.init)(jax.random.PRNGKey(0))
+  _, metrics = jax.jit(family.train_step)(state, batch)
+  key = jax.random.fold_in(state.rng, state.step)
+  t_vars, i_vars = (base_variables(state.nets[n]) for n in ('text', 'image'))
+  s = text.embed(t_vars, batch['caption_ids'], batch['caption_len'], train=True, rng=key)
+  hard = text.embed(t_vars, batch['counterfactual_ids'], batch['counterfactual_len'],
+                    train=True, rng=jax.random.fold_in(key, 1))
+  v = image.apply(i_vars, batch['image'])
+  loss = text_encoder.matching_loss(config)
+  # float32, the same operations in another order: a few ulps of an O(1) loss.
+  np.testing.assert_allclose(float(metrics['loss']), float(loss(v, s, hard_negatives=hard)),
+                             rtol=2e-6)
+  a, b, h = (np.asarray(x, np.float64) for x in (v, s, hard))
+  if config.loss.name == 'damsm':
+    a, b, h = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b, h))
+  right, changed = np.einsum('nd,nd->n', a, b), np.einsum('nd,nd->n', a, h)
+  # The step compares float32 scores: a pair within float32 rounding of a tie (1e-5 of the
+  # scores' scale, far above D * 2**-24) may go either way, every other pair must agree.
+  near = np.abs(right - changed) <= 1e-5 * np.maximum(np.abs(right), 1.0)
+  sure = np.sum((right > changed) & ~near)
+  assert sure <= float(metrics['batch_counterfactual']) * len(right) <= sure + np.sum(near)
+  # Not vacuous: the hard negatives change the loss.
+  assert float(metrics['loss']) > float(loss(v, s)) + 1e-3
+  # Every counterfactual caption differs from its caption (in the shape word).
+  assert not np.any(np.all(batch['caption_ids'] == batch['counterfactual_ids'], axis=1))
+  full_dir, half_dir = str(tmp_path / 'full'), str(tmp_path / 'half')
+  full = loop.train_and_evaluate(c, full_dir)
+  half = cfg(3)
+  with half.data.unlocked():
+    half.data.counterfactual = 'shape'
+  loop.train_and_evaluate(half, half_dir)
+  assert_bitwise_equal(full, loop.train_and_evaluate(c, half_dir))
+
+
+def base_variables(net):
+  return {'params': net['params'], **net['vars']}
+
+
 def test_evaluation_bookkeeping(data_dir):
   """``embed_split`` pairs every caption with its own image: with an "image encoder" that
   returns the text embedding of the image's first caption, each first caption retrieves its
@@ -176,6 +232,15 @@ def test_config_variants():
   paper = text_config.get_config('char_cnn_rnn,paper')
   assert text_encoder.text_dim(paper) == 1024  # Reed et al.'s 1024-d embedding
   assert text_encoder.text_dim(text_config.get_config('bilstm,paper')) == 256  # 2 x 128
-  with pytest.raises(ValueError, match='"<encoder>\\[,<size>\\]"'):
+  # counterfactual: only data.counterfactual changes, so the text network is the same one.
+  for arg in ('char_cnn_rnn,cpu_long', 'bilstm,cpu64', 'tiny'):
+    plain, cf = text_config.get_config(arg), text_config.get_config(f'{arg},counterfactual')
+    text_encoder.validate(cf)
+    assert (plain.data.counterfactual, cf.data.counterfactual) == ('', 'shape')
+    with cf.unlocked():
+      cf.data.counterfactual = ''
+    assert cf == plain
+    assert text_config.parse(f'{arg},counterfactual') == text_config.parse(arg)
+  with pytest.raises(ValueError, match='"<encoder>\\[,<size>\\]\\[,counterfactual\\]"'):
     text_config.get_config('bilstm,huge')
   assert text_losses.FORMS == ('softmax', 'hinge')

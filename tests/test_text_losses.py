@@ -76,6 +76,50 @@ def test_damsm_sentence_loss_matches_attngan_formula():
                              _np_ce_both(5.0 * cos, np.ones_like(cos, bool)), rtol=RTOL)
 
 
+def test_hard_negatives_join_only_their_own_row():
+  """``hard_negatives[i]`` is one more wrong caption of image i: one more term of row i's
+  softmax (or one more hinge), and no column changes. Checked against loops in float64."""
+  img, txt = _data(seed=5)
+  hard = np.random.default_rng(6).normal(size=img.shape).astype(np.float32)
+  a, b, h = (x.astype(np.float64) for x in (img, txt, hard))
+  n = len(a)
+  labels = np.array([0, 1, 0, 2, 1, 3])
+
+  def ce(s, hs, keep):
+    rows = sum(np.log(np.sum(np.exp([s[i, j] for j in range(n) if keep[i, j]] + [hs[i]])))
+               - s[i, i] for i in range(n)) / n
+    cols = sum(np.log(np.sum(np.exp([s[j, i] for j in range(n) if keep[j, i]]))) - s[i, i]
+               for i in range(n)) / n
+    return rows + cols
+
+  s = a @ b.T
+  hs = np.einsum('nd,nd->n', a, h)
+  for lab in (None, labels):
+    keep = np.array([[i == j or lab is None or lab[i] != lab[j] for j in range(n)]
+                     for i in range(n)])
+    got = losses.joint_embedding_loss(img, txt, labels=lab, hard_negatives=hard)
+    np.testing.assert_allclose(got, ce(s, hs, keep), rtol=RTOL)
+    wrong = keep & ~np.eye(n, dtype=bool)
+    rows = sum(max(0, 0.5 + s[i, j] - s[i, i]) for i in range(n) for j in range(n)
+               if wrong[i, j]) + sum(max(0, 0.5 + hs[i] - s[i, i]) for i in range(n))
+    cols = sum(max(0, 0.5 + s[i, j] - s[j, j]) for i in range(n) for j in range(n)
+               if wrong[i, j])
+    got = losses.joint_embedding_loss(img, txt, form='hinge', margin=0.5, labels=lab,
+                                      hard_negatives=hard)
+    np.testing.assert_allclose(got, (rows + cols) / n, rtol=RTOL)
+  norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+  cos = norm(a) @ norm(b).T
+  hcos = np.einsum('nd,nd->n', norm(a), norm(h))
+  np.testing.assert_allclose(losses.damsm_sentence_loss(img, txt, hard_negatives=hard),
+                             ce(10.0 * cos, 10.0 * hcos, np.ones((n, n), bool)), rtol=RTOL)
+  np.testing.assert_allclose(losses.cosine_similarity(img, hard), hcos, rtol=RTOL)
+  # Not vacuous: a hard negative always adds a positive amount to the softmax loss.
+  assert losses.joint_embedding_loss(img, txt, hard_negatives=hard) > \
+      losses.joint_embedding_loss(img, txt)
+  with pytest.raises(ValueError, match='hard_negatives must be'):
+    losses.joint_embedding_loss(img, txt, hard_negatives=hard[:2])
+
+
 def test_losses_are_stable_and_have_finite_gradients():
   img, txt = _data(seed=3)
   # Scores of order 1e4: softmax then log would overflow; log-sum-exp does not.
@@ -179,3 +223,16 @@ def test_sample_candidates_properties():
     retrieval.sample_candidates([0], 50, 100)
   with pytest.raises(ValueError, match='NaN'):
     retrieval.caption_to_image_retrieval(np.full((100, 2), np.nan), np.ones((100, 2)))
+
+
+def test_row_similarity_is_the_diagonal_of_the_pairwise_scores():
+  rng = np.random.default_rng(7)
+  a, b = rng.normal(size=(9, 5)), rng.normal(size=(9, 5))
+  for similarity in retrieval.SIMILARITIES:
+    full = retrieval._similarity(a, b, similarity)  # pylint: disable=protected-access
+    # float64 dot products of 5 terms: within a few ulps of each other.
+    np.testing.assert_allclose(retrieval.row_similarity(a, b, similarity), np.diagonal(full),
+                               rtol=1e-12)
+  np.testing.assert_allclose(retrieval.row_similarity(a, 2 * a), 1.0, rtol=1e-12)
+  with pytest.raises(ValueError, match='accepted: cosine, dot'):
+    retrieval.row_similarity(a, b, 'l2')

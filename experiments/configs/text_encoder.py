@@ -5,7 +5,7 @@
   python -m experiments.text_encoder --config=experiments/configs/text_encoder.py:char_cnn_rnn \
       --workdir=runs/text_char
 
-The config argument is ``<encoder>[,<size>]``:
+The config argument is ``<encoder>[,<size>][,counterfactual]``:
   encoder  char_cnn_rnn  Reed et al. (CVPR 2016): characters, Reed's joint embedding loss
                          (inner products), retrieval by inner product.
            bilstm        AttnGAN's DAMSM text encoder (DF-GAN's): words, the DAMSM sentence
@@ -27,6 +27,12 @@ The config argument is ``<encoder>[,<size>]``:
                          direction, dropout 0.5, Adam(2e-3, 0.5, 0.999), gradient norm clipped
                          at 0.25 as AttnGAN's DAMSM) on 64x64 jaxgen_shapes.
            tiny          a seconds-long smoke run (a 112-example build of the set).
+  counterfactual  not in the papers, ``jaxgen_shapes`` only: each image's own caption with
+                  its shape word changed is one more wrong caption of the matching loss
+                  (``data.counterfactual='shape'``), so both networks must keep shape, the
+                  attribute the plain loss leaves weakest (docs/text_to_image.md). The text
+                  network is unchanged: a text-to-image config imports it with the same
+                  ``<encoder>,<size>``.
 ``tiny`` alone is ``char_cnn_rnn,tiny``.
 
 Evaluation (eval.json and every ``eval_every`` steps): caption -> image retrieval top-1 and
@@ -66,16 +72,23 @@ TOKENIZER = {'char_cnn_rnn': dict(tokenizer='char', max_caption_len=201),
 TINY_SPLITS = {'train': 64, 'test': 24, 'heldout': 24}
 
 
+def split_counterfactual(arg: str) -> tuple[str, bool]:
+  """(``arg`` without a ``counterfactual`` entry, whether it had one)."""
+  names = (arg or '').split(',')
+  return ','.join(n for n in names if n != 'counterfactual'), 'counterfactual' in names
+
+
 def parse(arg: str) -> tuple[str, str]:
-  arg = arg or 'char_cnn_rnn'
-  if arg == 'tiny':
+  """(encoder, size) of ``<encoder>[,<size>][,counterfactual]`` (checked)."""
+  plain = split_counterfactual(arg)[0] or 'char_cnn_rnn'
+  if plain == 'tiny':
     return 'char_cnn_rnn', 'tiny'
-  encoder, _, size = arg.partition(',')
+  encoder, _, size = plain.partition(',')
   size = size or 'cpu'
   if encoder not in ENCODERS or size not in SIZES:
-    raise ValueError(f'text_encoder config argument must be "<encoder>[,<size>]" with encoder '
-                     f'in {", ".join(ENCODERS)} and size in {", ".join(SIZES)} (or "tiny"); '
-                     f'got {arg!r}.')
+    raise ValueError(f'text_encoder config argument must be "<encoder>[,<size>]'
+                     f'[,counterfactual]" with encoder in {", ".join(ENCODERS)} and size in '
+                     f'{", ".join(SIZES)} (or "tiny"); got {arg!r}.')
   return encoder, size
 
 
@@ -95,7 +108,8 @@ def get_config(arg: str = 'char_cnn_rnn'):
   c.family = 'text_encoder'
   c.data = ml_collections.ConfigDict(dict(
       name='jaxgen_shapes', split='train', resolution=32, channels=3, data_dir='',
-      shuffle_buffer=10_000, cache=True))
+      shuffle_buffer=10_000, cache=True,
+      counterfactual='shape' if split_counterfactual(arg)[1] else ''))
   set_text(c, arg)
   c.image = ml_collections.ConfigDict(dict(features=(32, 64, 128)))
   char = encoder == 'char_cnn_rnn'

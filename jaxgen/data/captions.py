@@ -98,6 +98,10 @@ def validate(data_config):
                      f'{data_config.get("channels")!r}.')
 
 
+# The batch keys of the counterfactual captions (:func:`counterfactual_attributes`).
+COUNTERFACTUAL_KEYS = ('counterfactual_ids', 'counterfactual_len')
+
+
 def counterfactual_attributes(data_config) -> tuple[str, ...]:
   """``data.counterfactual`` ('' by default; e.g. 'shape,colour') as a tuple; checked.
 
@@ -255,7 +259,7 @@ def _tokenised(ds, tokenizer, keep_text, embeddings=None, counterfactual=(), see
     names = batch.pop('filename', None)
     batch['caption_ids'], batch['caption_len'] = tokenizer.encode_batch(text)
     if counterfactual:
-      batch['counterfactual_ids'], batch['counterfactual_len'] = tokenizer.encode_batch(
+      batch[COUNTERFACTUAL_KEYS[0]], batch[COUNTERFACTUAL_KEYS[1]] = tokenizer.encode_batch(
           _counterfactuals(batch, text, counterfactual, seed, start_step + k))
     if embeddings is not None:
       rows = []

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.data import captions
 from jaxgen.families import base
 from jaxgen.families import text_encoder
 
@@ -41,7 +42,7 @@ PRECOMPUTED = 'precomputed'
 TOKEN_KEYS = ('caption_ids', 'caption_len')
 EMBEDDING_KEY = 'caption_embedding'
 # Each caption with one object's shape or colour changed (data.counterfactual, jaxgen_shapes).
-COUNTERFACTUAL_KEYS = ('counterfactual_ids', 'counterfactual_len')
+COUNTERFACTUAL_KEYS = captions.COUNTERFACTUAL_KEYS
 
 
 class TextToImage(NamedTuple):
@@ -107,7 +108,6 @@ def validate(config) -> None:
 
 def counterfactual(config) -> bool:
   """Whether the batches carry counterfactual captions (``data.counterfactual``, checked)."""
-  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
   return bool(captions.counterfactual_attributes(config.data))
 
 
@@ -165,14 +165,12 @@ def tokenize(text, texts) -> dict:
 
 def tokenizer(config, text):
   """``text``'s tokenizer, or ``data.tokenizer``'s when there is no text network."""
-  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
   return text.tokenizer if text is not None else captions.tokenizer_for(config.data)
 
 
 def eval_captions(config, text, num: int) -> dict:
   """Caption 0 of each of the first ``num`` images of ``data.eval_split``, tokenised by
   ``text``'s tokenizer."""
-  from jaxgen.data import captions  # pylint: disable=g-import-not-at-top
   split = captions.load_caption_split(config.data, config.data.eval_split,
                                       tokenizer(config, text), max_examples=num, whole=True)
   if len(split['caption_len']) < num:

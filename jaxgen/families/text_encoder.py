@@ -14,6 +14,16 @@ both networks on an image-text matching loss (``config.loss.name``, :mod:`jaxgen
 With ``loss.use_labels`` (class-labelled sets: CUB, Oxford-102) pairs of the same class do
 not count as wrong matches. Dropout (bi-LSTM) draws from ``fold_in(state.rng, step)``.
 
+With ``data.counterfactual`` (not in the papers; ``jaxgen_shapes`` only, e.g.
+``'shape'``) every image also gets its own caption with one object's attribute changed
+(:func:`jaxgen.data.shapes.counterfactual_caption`) as one more wrong caption of the image ->
+text direction (``hard_negatives`` of :mod:`jaxgen.losses.text`). A random wrong caption of
+the batch almost always differs from the right one in colour, position or size already, so
+without it the matching loss has little reason to keep the shape word (``python -m
+jaxgen.matching_probe`` on a text-encoder run measures what it keeps).
+Logged: ``batch_counterfactual``, how often an image scores its caption above its
+counterfactual one.
+
 Evaluation: caption -> image retrieval over each split of ``config.eval.splits``: every
 caption of every image is a query, ranked against its own image and
 ``eval.num_candidates - 1`` others (a fixed seeded draw), by ``eval.similarity``; reports
@@ -221,6 +231,9 @@ def build(config, *, with_data: bool = True) -> base.Family:
   tx = make_optimizer(config)
   loss = matching_loss(config)
   use_labels = bool(config.loss.use_labels)
+  with_counterfactual = bool(captions.counterfactual_attributes(config.data))
+  similarity = (jax.vmap(jnp.dot) if config.loss.name == 'joint_embedding'
+                else text_losses.cosine_similarity)
   shape = (config.data.resolution, config.data.resolution, 3)
 
   def init(key):
@@ -235,13 +248,17 @@ def build(config, *, with_data: bool = True) -> base.Family:
     labels = batch['label'] if use_labels else None
 
     def loss_fn(t_params, i_params):
-      s = text.embed({'params': t_params, **t_net['vars']}, batch['caption_ids'],
-                     batch['caption_len'], train=True, rng=key)
+      t_vars = {'params': t_params, **t_net['vars']}
+      s = text.embed(t_vars, batch['caption_ids'], batch['caption_len'], train=True, rng=key)
       v = image.apply({'params': i_params, **i_net['vars']}, batch['image'])
-      return loss(v, s, labels=labels), (v, s)
+      hard = None
+      if with_counterfactual:  # one dropout draw per pass: a second key for the second
+        hard = text.embed(t_vars, batch['counterfactual_ids'], batch['counterfactual_len'],
+                          train=True, rng=jax.random.fold_in(key, 1))
+      return loss(v, s, labels=labels, hard_negatives=hard), (v, s, hard)
 
-    (value, (v, s)), (g_t, g_i) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-        t_net['params'], i_net['params'])
+    (value, (v, s, hard)), (g_t, g_i) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1), has_aux=True)(t_net['params'], i_net['params'])
     # In-batch caption -> image accuracy (the progress bar's sanity check).
     sim = text_losses.cosine_similarity_matrix(s, v)
     batch_top1 = jnp.mean(jnp.argmax(sim, axis=1) == jnp.arange(sim.shape[0]))
@@ -249,15 +266,19 @@ def build(config, *, with_data: bool = True) -> base.Family:
             'image': base.apply_gradients(i_net, g_i, tx)}
     metrics = {'loss': value, 'batch_top1': batch_top1,
                'finite': base.all_finite(value, g_t, g_i).astype(jnp.float32)}
+    if with_counterfactual:
+      metrics['batch_counterfactual'] = jnp.mean(similarity(v, s) > similarity(v, hard))
     return state.replace(step=state.step + 1, nets=nets), metrics
 
   evaluate = None
   if with_data:
     evaluate = make_evaluate(config, text, image)
-  keys = ('image', 'caption_ids', 'caption_len') + (('label',) if use_labels else ())
+  keys = (('image', 'caption_ids', 'caption_len') + (('label',) if use_labels else ())
+          + (captions.COUNTERFACTUAL_KEYS if with_counterfactual else ()))
   return base.Family(init=init, train_step=train_step, sample=None, batch_keys=keys,
                      examples_per_step=config.batch_size, evaluate=evaluate,
-                     progress_keys=('loss', 'batch_top1'))
+                     progress_keys=('loss', 'batch_top1')
+                     + (('batch_counterfactual',) if with_counterfactual else ()))
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxgen.losses import vae
+from jaxgen.losses.matching import sigmoid_ce
 
 Array = jax.Array
 
@@ -35,26 +35,23 @@ def kl_loss(mu: Array, logvar: Array) -> Array:
   return jnp.mean(vae.kl_diag_gaussians(mu, logvar))
 
 
-def _bce(logits: Array, target: float) -> Array:
-  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)))
-
-
 def d_loss(real_right: Array, fake_right: Array, real_wrong: Array,
            uncond_real: Array | None = None, uncond_fake: Array | None = None) -> dict:
   """D's loss and its terms: ``{'loss', 'real', 'fake', 'wrong'}`` (+ ``'uncond_real'``,
   ``'uncond_fake'`` when the unconditional logits are given; both or neither)."""
   if (uncond_real is None) != (uncond_fake is None):
     raise ValueError('Give both unconditional logits (real and fake) or neither.')
-  real, fake, wrong = _bce(real_right, 1.0), _bce(fake_right, 0.0), _bce(real_wrong, 0.0)
+  real, fake = sigmoid_ce(real_right, 1.0), sigmoid_ce(fake_right, 0.0)
+  wrong = sigmoid_ce(real_wrong, 0.0)
   if uncond_real is None:
     return {'loss': real + 0.5 * (fake + wrong), 'real': real, 'fake': fake, 'wrong': wrong}
-  u_real, u_fake = _bce(uncond_real, 1.0), _bce(uncond_fake, 0.0)
+  u_real, u_fake = sigmoid_ce(uncond_real, 1.0), sigmoid_ce(uncond_fake, 0.0)
   return {'loss': (real + u_real) / 2.0 + (fake + wrong + u_fake) / 3.0, 'real': real,
           'fake': fake, 'wrong': wrong, 'uncond_real': u_real, 'uncond_fake': u_fake}
 
 
 def g_loss(fake_right: Array, uncond_fake: Array | None = None) -> dict:
   """G's adversarial loss ``{'loss', 'cond', 'uncond'}`` (add ``kl_coeff * kl_loss``)."""
-  cond = _bce(fake_right, 1.0)
-  uncond = jnp.zeros_like(cond) if uncond_fake is None else _bce(uncond_fake, 1.0)
+  cond = sigmoid_ce(fake_right, 1.0)
+  uncond = jnp.zeros_like(cond) if uncond_fake is None else sigmoid_ce(uncond_fake, 1.0)
   return {'loss': cond + uncond, 'cond': cond, 'uncond': uncond}

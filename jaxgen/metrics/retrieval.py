@@ -54,6 +54,18 @@ def sample_candidates(true_index, num_images: int, num_candidates: int = 100, *,
   return out
 
 
+def row_similarity(a: np.ndarray, b: np.ndarray, similarity: str = 'cosine') -> np.ndarray:
+  """[N] similarities of the pairs (a_i, b_i), as :func:`caption_to_image_retrieval` scores
+  them (``dot`` or ``cosine``)."""
+  if similarity not in SIMILARITIES:
+    raise ValueError(f'Unknown similarity {similarity!r}; accepted: {", ".join(SIMILARITIES)}.')
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  dots = np.einsum('nd,nd->n', a, b)
+  if similarity == 'dot':
+    return dots
+  return dots / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
 def _similarity(queries: np.ndarray, keys: np.ndarray, similarity: str) -> np.ndarray:
   """[N, D] x [M, D] -> [N, M] (``einsum``, not BLAS: one summation order for every pair,
   so equal keys score exactly equal and ties stay ties)."""
