@@ -202,6 +202,8 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
          'd_projection': bool(config.model.get('d_projection', False)),
          'text_encoder': config.text.encoder,
          'text_scale': scale,
+         'ema_decay': float(config.get('ema_decay', 0.0)),
+         'matching_weight': float((config.get('matching') or {}).get('weight', 0.0)),
          'counterfactual': config.data.get('counterfactual', ''),
          'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
          'changes': _preferences(logits, split, num_images)}

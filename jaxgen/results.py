@@ -459,6 +459,10 @@ def _run_label(t: dict) -> str:
     name += ', bi-LSTM text'
   if t.get('text_scale', 1.0) != 1.0:  # not the paper's: sentences scaled (DF-GAN)
     name += f', text x{t["text_scale"]:g}'
+  if family == 'dfgan' and t.get('ema_decay'):  # not the paper's: G's weights averaged
+    name += f', G EMA {t["ema_decay"]:g}'
+  if t.get('matching_weight'):  # not DF-GAN's: G also trained on the encoder's matching loss
+    name += f', G matching loss x{t["matching_weight"]:g}'
   if t.get('counterfactual'):  # not the papers': D also sees captions with words changed
     name += ', counterfactual captions'
   if t.get('text_counterfactual'):  # its text encoder was trained with them (files without
@@ -856,6 +860,15 @@ BLOCKS: dict[str, Block] = {
                 else '')
         for family in ('gan_int_cls', 'dfgan')
         for run in ('cpu32_baseline', 'cpu32_counterfactual', 'cpu32_counterfactual_text'))),
+    # DF-GAN with G's options that are not the paper's: a weight average (the same training
+    # trajectory as cpu32_baseline) and the caption encoder's matching loss (on the encoder
+    # trained with counterfactual captions, as cpu32_counterfactual_text).
+    'text_to_image_dfgan_g': Block(render_text_to_image, tuple(
+        _scored(f'dfgan/{run}', f'dfgan_{run}',
+                '--text_encoder=runs/text_encoder/char_cnn_rnn_long '
+                if run.startswith('cpu32_counterfactual') else '')
+        for run in ('cpu32_baseline', 'cpu32_ema', 'cpu32_counterfactual_text',
+                    'cpu32_counterfactual_matching'))),
     'matching_probe_counterfactual': Block(render_matching_probe, tuple(
         Source(f'docs/results/{family}/matching_{run}{suffix}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} {option}'

@@ -165,17 +165,20 @@ def train_summary(workdir: str, config) -> dict:
           'seed': config.seed, 'wrong_captions': config.get('wrong_captions', 'roll'),
           'd_projection': bool(model.get('d_projection', False)),
           'text_scale': float(config.get('text_scale', 1.0)),
+          'ema_decay': float(config.get('ema_decay', 0.0)),
+          'matching_weight': float((config.get('matching') or {}).get('weight', 0.0)),
           'counterfactual': config.data.get('counterfactual', ''),
           'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
           'train_seconds': seconds}
 
 
 def parameter_counts(nets: dict) -> dict:
-  """Parameters of each of the run's networks but the caption encoder ``text`` (frozen and
-  shared by every model compared; a frozen generator stage, such as StackGAN's Stage-I in a
-  Stage-II run, is counted)."""
+  """Parameters of each of the run's networks but the caption encoder's, ``text`` and (DF-GAN
+  with a matching loss) ``image`` (frozen, from the text-encoder run, and not part of the
+  model that draws; a frozen generator stage, such as StackGAN's Stage-I in a Stage-II run,
+  is counted)."""
   return {name: int(sum(np.size(x) for x in jax.tree_util.tree_leaves(net['params'])))
-          for name, net in nets.items() if name != 'text'}
+          for name, net in nets.items() if name not in ('text', 'image')}
 
 
 def score_run(workdir: str, *, text_encoder_workdir: str | None = None, splits=SPLITS,

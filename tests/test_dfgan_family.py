@@ -14,7 +14,7 @@ from scipy import stats
 
 from experiments.configs import dfgan as dfgan_config
 from experiments.configs import text_encoder as text_config
-from jaxgen import matching_probe, text_to_image
+from jaxgen import matching_probe, text_image_eval, text_to_image
 from jaxgen.data import source
 from jaxgen.engine import loop
 from jaxgen.engine.writers import read_metrics
@@ -77,8 +77,21 @@ def test_config_variants():
   assert (bilstm.text.encoder, bilstm.data.tokenizer, bilstm.model.cond_dim) == (
       'bilstm', 'word', 128)
   assert bilstm.data.resolution == 32  # the images of the DF-GAN run, not the encoder's
-  same = {k: v for k, v in bilstm.to_dict().items() if k not in ('text', 'data')}
-  assert same == {k: v for k, v in cpu32.to_dict().items() if k not in ('text', 'data')}
+  other = ('text', 'data', 'matching')  # matching: the encoder run's image network and loss
+  same = {k: v for k, v in bilstm.to_dict().items() if k not in other}
+  assert same == {k: v for k, v in cpu32.to_dict().items() if k not in other}
+  for c, arg in ((cpu32, 'char_cnn_rnn,cpu'), (bilstm, 'bilstm,cpu64'), (paper, 'bilstm,paper')):
+    enc = text_config.get_config(arg)
+    assert (tuple(c.matching.image_features), c.matching.resolution, c.matching.loss.to_dict(),
+            c.matching.weight) == (tuple(enc.image.features), enc.data.resolution,
+                                   enc.loss.to_dict(), 0.0)
+  # matching: only matching.weight changes (0: the paper).
+  matching = dfgan_config.get_config('cpu32,matching')
+  dfgan.validate(matching)
+  assert matching.matching.weight == dfgan_config.MATCHING_WEIGHT == 0.1
+  with matching.unlocked():
+    matching.matching.weight = 0.0
+  assert matching == cpu32
   assert dfgan_config.get_config('paper,bilstm').text == paper.text
   # counterfactual: only data.counterfactual changes.
   cf = dfgan_config.get_config('cpu32,counterfactual')
@@ -87,6 +100,13 @@ def test_config_variants():
   with cf.unlocked():
     cf.data.counterfactual = ''
   assert cf == cpu32
+  # ema: only ema_decay changes (0: the paper).
+  ema = dfgan_config.get_config('cpu32,ema')
+  dfgan.validate(ema)
+  assert (ema.ema_decay, cpu32.ema_decay) == (0.999, 0.0)
+  with ema.unlocked():
+    ema.ema_decay = 0.0
+  assert ema == cpu32
   with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, cpu32, bilstm'):
     dfgan_config.get_config('r16')
 
@@ -107,6 +127,10 @@ def test_config_variants():
     ('trunc_bound', -2.0, 'trunc_bound must be a positive number'),
     ('num_sample_captions', 0, 'num_sample_captions must be a positive integer'),
     ('text_scale', 0.0, 'text_scale must be a positive number; got 0.0'),
+    ('ema_decay', 1.0, r'ema_decay must be a number in \[0, 1\) \(0: no EMA, the paper\); '
+                       'got 1.0'),
+    ('ema_decay', 'x', r'ema_decay must be a number in \[0, 1\)'),
+    ('matching.weight', -1.0, r'matching.weight must be a number >= 0 \(0: off, the paper\)'),
     ('text.encoder', 'gpt', "Unknown text.encoder 'gpt'; accepted: char_cnn_rnn, bilstm"),
     ('data.counterfactual', 'size', 'data.counterfactual=.size.: accepted attributes are '
                                     'shape, colour'),
@@ -337,6 +361,20 @@ def test_text_scale_multiplies_the_sentence_before_g_d_and_ma_gp(tmp_path):
   assert not np.array_equal(g2, dfgan.text_to_image(c1).generate(nets, z, e))
 
 
+def counterfactual_batch(text, rng):
+  """Four random 64x64 images with four captions and, for data.counterfactual, each caption
+  with one object's shape or colour changed."""
+  captions = ['a small red circle at the top', 'a big blue square on the left',
+              'a tiny green star in the middle', 'a huge pink cross at the bottom']
+  changed = ['a small red square at the top', 'a big cyan square on the left',
+             'a tiny green cross in the middle', 'a huge yellow cross at the bottom']
+  cf = tc.tokenize(text, changed)
+  return {'image': jnp.asarray(rng.uniform(-1, 1, (4, 64, 64, 3)), jnp.float32),
+          **{k: jnp.asarray(v) for k, v in tc.tokenize(text, captions).items()},
+          'counterfactual_ids': jnp.asarray(cf['caption_ids']),
+          'counterfactual_len': jnp.asarray(cf['caption_len'])}
+
+
 def test_counterfactual_captions_are_half_of_the_mismatched_pairs():
   """With data.counterfactual, D's mismatch term is the mean of the paper's (rolled pairs)
   and of each real image against its counterfactual caption; every other term, and the step
@@ -349,15 +387,7 @@ def test_counterfactual_captions_are_half_of_the_mismatched_pairs():
   plain = module.build(plain_config, with_data=False)
   generator, discriminator, text = dfgan.networks(config)
   rng = np.random.default_rng(0)
-  captions = ['a small red circle at the top', 'a big blue square on the left',
-              'a tiny green star in the middle', 'a huge pink cross at the bottom']
-  changed = ['a small red square at the top', 'a big cyan square on the left',
-             'a tiny green cross in the middle', 'a huge yellow cross at the bottom']
-  cf = tc.tokenize(text, changed)
-  batch = {'image': jnp.asarray(rng.uniform(-1, 1, (4, 64, 64, 3)), jnp.float32),
-           **{k: jnp.asarray(v) for k, v in tc.tokenize(text, captions).items()},
-           'counterfactual_ids': jnp.asarray(cf['caption_ids']),
-           'counterfactual_len': jnp.asarray(cf['caption_len'])}
+  batch = counterfactual_batch(text, rng)
   init = base.jit_init(family, config.seed)()
   # D's head reads the sentence only through weights that start at random values; to make
   # the sentences matter at step 0 as after training, use D weights moved off initialisation.
@@ -390,3 +420,166 @@ def test_counterfactual_captions_are_half_of_the_mismatched_pairs():
   assert 'd_counterfactual' not in plain_metrics
   # Not vacuous: the counterfactual pairs score differently from the rolled ones.
   assert abs(counterfactual - float(terms['d_mismatch'])) > 1e-3
+
+
+def test_ema_of_g_follows_its_weights_and_is_what_samples():
+  """With ema_decay = d, after every step g['ema'] = d * ema + (1 - d) * params (float64
+  recurrence from the initial weights); training itself is bitwise that of the run without
+  the average; sampling reads the average, not the trained weights; the two runs' saved
+  structures differ (no resuming one as the other)."""
+  def built(decay, tmp):
+    cfg = set_fields(dfgan_config.get_config('tiny'), {
+        'text.encoder': 'precomputed', 'data.embedding_dim': 6, 'model.cond_dim': 6,
+        'data.embeddings_dir': tmp, 'ema_decay': decay})
+    config, module = loop.prepare(cfg)
+    return config, module.build(config, with_data=False)
+
+  decay = 0.75  # far from 1, so that two steps move the average by a visible amount
+  (c_ema, f_ema), (c_plain, f_plain) = built(decay, '/unused'), built(0.0, '/unused')
+  rng = np.random.default_rng(0)
+  batches = [{'image': jnp.asarray(rng.uniform(-1, 1, (4, 64, 64, 3)), jnp.float32),
+              tc.EMBEDDING_KEY: jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)}
+             for _ in range(2)]
+  state = base.jit_init(f_ema, c_ema.seed)()
+  plain = base.jit_init(f_plain, c_plain.seed)()
+  assert 'ema' not in plain.nets['g']
+  assert_bitwise_equal(state.nets['g']['ema'], state.nets['g']['params'])
+  step_ema, step_plain = jax.jit(f_ema.train_step), jax.jit(f_plain.train_step)
+  want = {k: np.asarray(v, np.float64) for k, v in leaves(state.nets['g']['params']).items()}
+  for batch in batches:
+    state, metrics = step_ema(state, batch)
+    plain, plain_metrics = step_plain(plain, batch)
+    # The average is never read by the step: the same losses and weights, bit for bit.
+    assert_bitwise_equal(state.nets['g']['params'], plain.nets['g']['params'])
+    assert_bitwise_equal(state.nets['d'], plain.nets['d'])
+    assert_bitwise_equal(metrics, plain_metrics)
+    params = leaves(state.nets['g']['params'])
+    got = leaves(state.nets['g']['ema'])
+    for name, p in params.items():
+      p = np.asarray(p, np.float64)
+      want[name] = decay * want[name] + (1 - decay) * p
+      # optax.incremental_update in float32: two products and a sum of values no larger than
+      # the weights, each rounded once, after the previous step's rounding: a few ulps
+      # (2^-24 relative) of the largest weight involved; 8 ulps bound two steps of it.
+      bound = 8 * 2.0 ** -24 * np.maximum(np.abs(p), np.abs(want[name])) + 1e-30
+      assert np.all(np.abs(np.asarray(got[name], np.float64) - want[name]) <= bound), name
+  moved = [np.abs(want[n] - np.asarray(params[n], np.float64)).max() for n in params]
+  assert max(moved) > 1e-5  # not vacuous: the average lags the trained weights
+
+  generator, _, _ = dfgan.networks(c_ema)
+  z = jax.random.normal(jax.random.PRNGKey(1), (4, c_ema.model.latent_dim))
+  e = batches[0][tc.EMBEDDING_KEY]
+  drawn = dfgan.text_to_image(c_ema).generate(state.nets, z, e)
+  g = state.nets['g']
+  np.testing.assert_array_equal(
+      drawn, generator.apply({'params': g['ema'], **g['vars']}, z, e))
+  assert not np.array_equal(drawn, generator.apply({'params': g['params'], **g['vars']}, z, e))
+  # The average is part of the saved state: a run with it is not resumed without it.
+  assert dfgan.structure(c_ema)['ema_decay_enabled'] is True
+  assert dfgan.structure(c_plain)['ema_decay_enabled'] is False
+  # Configs written before the option (no ema_decay field) are runs without the average.
+  old = c_plain.to_dict()
+  del old['ema_decay']
+  assert dfgan.structure(ml_collections.ConfigDict(old)) == dfgan.structure(c_plain)
+
+
+def _softmax_ce_rows(scores, extra=None):
+  """Mean over rows of -log softmax(row)[i] in float64 (``extra``: one more column per row)."""
+  full = scores if extra is None else np.concatenate([scores, extra[:, None]], axis=1)
+  top = full.max(axis=1, keepdims=True)
+  log_z = np.log(np.exp(full - top).sum(axis=1)) + top[:, 0]
+  return float(np.mean(log_z - np.diag(scores)))
+
+
+def test_matching_loss_adds_the_encoders_own_loss_on_g_images():
+  """matching.weight = w: g_loss = g_adv + w * g_matching; g_matching is the caption encoder's
+  joint-embedding loss (softmax, inner products) of E(fake resized to E's size) against the
+  unscaled sentences with the counterfactual captions as hard negatives, recomputed in
+  float64; G's first update is Adam's step on the gradient of that total; D's update and E
+  and the text net do not depend on w."""
+  cfg = set_fields(dfgan_config.get_config('tiny,matching,counterfactual'),
+                   {'matching.weight': 0.5, 'text_scale': 2.0})
+  dfgan.validate(cfg)
+  assert (cfg.model.resolution, cfg.matching.resolution) == (64, 32)  # the resize path
+  family = dfgan.build(cfg, with_data=False)
+  plain_cfg = set_fields(dfgan_config.get_config('tiny,counterfactual'), {'text_scale': 2.0})
+  plain = dfgan.build(plain_cfg, with_data=False)
+  generator, discriminator, text = dfgan.networks(cfg)
+  image = dfgan.image_net(cfg)
+  assert dfgan.image_net(plain_cfg) is None
+  rng = np.random.default_rng(0)
+  batch = counterfactual_batch(text, rng)
+  init = base.jit_init(family, cfg.seed)()
+  assert 'opt' not in init.nets['image'] and 'opt' not in init.nets['text']  # both frozen
+  # The scores' parameter column counts the model that draws, not the encoder's networks.
+  assert set(text_image_eval.parameter_counts(init.nets)) == {'g', 'd'}
+  state, metrics = jax.jit(family.train_step)(init, batch)
+  plain_init = init.replace(nets={k: v for k, v in init.nets.items() if k != 'image'})
+  plain_state, plain_metrics = jax.jit(plain.train_step)(plain_init, batch)
+  assert_bitwise_equal(state.nets['image'], init.nets['image'])
+  assert_bitwise_equal(state.nets['d'], plain_state.nets['d'])  # D's step ignores E
+  assert 'g_matching' not in plain_metrics
+
+  nets = init.nets
+  phi = tc.embed(text, nets['text'], batch)
+  phi_cf = tc.embed(text, nets['text'], tc.counterfactual_tokens(batch))
+  z = jax.random.normal(jax.random.fold_in(init.rng, init.step), (4, cfg.model.latent_dim))
+  d_after = {'params': state.nets['d']['params']}
+
+  def g_total(g_params, weight):
+    fake = generator.apply({'params': g_params}, z, 2.0 * phi)
+    adv = -jnp.mean(discriminator.apply(d_after, fake, 2.0 * phi))
+    small = jax.image.resize(fake, (4, 32, 32, 3), 'linear', antialias=True)
+    v = image.apply({'params': nets['image']['params']}, small)
+    scores = v @ phi.T
+    hard = jnp.sum(v * phi_cf, axis=1)
+    rows = jax.nn.logsumexp(jnp.concatenate([scores, hard[:, None]], 1), 1) - jnp.diag(scores)
+    cols = jax.nn.logsumexp(scores, 0) - jnp.diag(scores)
+    match = jnp.mean(rows) + jnp.mean(cols)
+    return adv + weight * match, (adv, match, v)
+
+  (_, (adv, match, v)), grad = jax.value_and_grad(g_total, has_aux=True)(
+      nets['g']['params'], 0.5)
+  v64, phi64, cf64 = (np.asarray(a, np.float64) for a in (v, phi, phi_cf))
+  s64 = v64 @ phi64.T
+  want = _softmax_ce_rows(s64, np.sum(v64 * cf64, axis=1)) + _softmax_ce_rows(s64.T)
+  # float32 embeddings (16-d inner products, log-sum-exp of 5 terms) against float64: the
+  # bound of the losses' own tests, 1e-5 relative.
+  np.testing.assert_allclose(float(metrics['g_matching']), want, rtol=1e-5)
+  np.testing.assert_allclose(float(match), want, rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['g_adv']), float(adv), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(float(metrics['g_loss']),
+                             float(metrics['g_adv']) + 0.5 * float(metrics['g_matching']),
+                             rtol=1e-6)
+  np.testing.assert_allclose(float(plain_metrics['g_loss']), float(metrics['g_adv']),
+                             rtol=1e-6, atol=1e-7)
+  # G's first update: Adam(0, 0.9) of the total's gradient. Adam's first step is
+  # -lr * g / (|g| + eps), so the check is mostly on the gradient's sign, element by element.
+  leaf = "['to_rgb']['kernel']"
+  g_leaf = leaves(grad)[leaf]
+  opt = cfg.optimizer
+  ref = adam_reference(leaves(nets['g']['params'])[leaf], [g_leaf], opt.g_lr, opt.b1, opt.b2,
+                       opt.eps)[0]
+  np.testing.assert_allclose(leaves(state.nets['g']['params'])[leaf], ref, rtol=0, atol=1e-7)
+  # Not vacuous: the matching term flips the sign of some of G's gradient entries (about 5 %
+  # of this kernel here), where the Adam check above would fail without it.
+  _, adv_grad = jax.value_and_grad(g_total, has_aux=True)(nets['g']['params'], 0.0)
+  flipped = np.sign(leaves(adv_grad)[leaf]) != np.sign(g_leaf)
+  assert flipped.sum() >= 5
+  assert not np.array_equal(leaves(state.nets['g']['params'])[leaf],
+                            leaves(plain_state.nets['g']['params'])[leaf])
+
+
+def test_matching_loss_needs_a_trained_encoder_run():
+  cfg = dfgan_config.get_config('tiny,matching')
+  with pytest.raises(ValueError, match='matching.weight > 0 scores G.s images with the image '
+                                       'network of a trained text-encoder run: set text_from'):
+    loop.prepare(cfg)
+  cfg = set_fields(dfgan_config.get_config('tiny,matching'), {'text_from': '/runs/enc:text'})
+  dfgan.resolve(cfg)
+  assert (cfg.init_from.text, cfg.init_from.image) == ('/runs/enc:text', '/runs/enc:image')
+  cfg = set_fields(dfgan_config.get_config('tiny,matching'), {'text_from': '/runs/enc'})
+  dfgan.resolve(cfg)
+  assert (cfg.init_from.text, cfg.init_from.image) == ('/runs/enc:text', '/runs/enc:image')
+  assert dfgan.structure(cfg)['matching.image_features'] == [8, 8]
+  assert 'matching.image_features' not in dfgan.structure(dfgan_config.get_config('tiny'))

@@ -15,6 +15,8 @@ Networks (:mod:`jaxgen.models.dfgan`):
   imported with ``text_from='<text-encoder workdir>[:net]'`` (``init_from.text``); absent when
   batches carry precomputed embeddings (``text.encoder='precomputed'``). See
   :mod:`jaxgen.families.text_conditioning`. Its sentence size is ``model.cond_dim``.
+* ``image`` (only with ``matching.weight > 0``, not the paper): the image network of the same
+  text-encoder run, frozen, which scores G's images against their captions (below).
 
 One train step, a pure function of (state, batch) as the authors' released ``train`` loop
 does it (tobran/DF-GAN, ``code/lib/modules.py``): with ``key = fold_in(state.rng,
@@ -45,7 +47,19 @@ and MA-GP see them (s = text_scale * phi(t)): G reads ``concat(z, s)``, so a sen
 shorter than z (a cosine-trained encoder's, whose length nothing fixes) moves G little until
 its weights grow.
 
+``matching.weight`` (default 0: the paper; AttnGAN's DAMSM loss for G, Xu et al. 2018, with
+the caption encoder's own matching loss) adds ``weight * L_match(E(fake), phi(t))`` to G's
+loss: E is the image network of the text-encoder run that ``text_from`` names, imported with
+its text network and frozen (``image``; fake images resized to ``matching.resolution``, the
+size E was trained at, when G's differs), phi(t) the unscaled sentences, and L_match the loss
+that run was trained with (``matching.loss``: joint embedding or DAMSM's sentence term), so
+each fake must match its own caption better than the batch's other captions (and, with
+``data.counterfactual``, better than its caption with one word changed). Logged as
+``g_matching`` beside the adversarial ``g_adv``; ``g_loss`` is their weighted sum.
+
 Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
+``ema_decay`` (default 0: the paper) keeps ``g['ema']``, ``ema <- decay * ema + (1 - decay) *
+params`` after each G update; the step's own G forward and update use the trained weights.
 Metrics: ``d_loss`` (with MA-GP), its terms ``d_real``, ``d_fake``, ``d_mismatch``,
 ``ma_gp`` (and ``d_counterfactual``), ``g_loss``, and ``finite``.
 
@@ -67,11 +81,27 @@ from jaxgen.families import text_conditioning as tc
 from jaxgen.families import text_encoder
 from jaxgen.losses import dfgan as losses
 from jaxgen.models import dfgan as models
+from jaxgen.models import text_encoders
 
 
 def resolve(config) -> None:
-  """``text_from='<workdir>[:net]'`` -> ``init_from.text`` (the contract of gan_int_cls)."""
+  """``text_from='<workdir>[:net]'`` -> ``init_from.text`` (the contract of gan_int_cls);
+  with ``matching.weight > 0`` also ``init_from.image``, that run's image network."""
   gan_int_cls.resolve(config)
+  if not matching_weight(config):
+    return
+  source = config.get('text_from', '')
+  if not source:
+    raise ValueError('matching.weight > 0 scores G\'s images with the image network of a '
+                     'trained text-encoder run: set text_from=<text-encoder workdir>.')
+  # gan_int_cls.resolve wrote '<workdir>:<net>'; the image network of the same run.
+  config.init_from.image = config.init_from.text.rpartition(':')[0] + ':image'
+
+
+def matching_weight(config) -> float:
+  """The weight of G's image-text matching loss (0.0 for runs made before the option)."""
+  matching = config.get('matching')
+  return float(matching.weight) if matching is not None else 0.0
 
 
 def sentence_dim(config) -> int:
@@ -108,6 +138,25 @@ def validate(config) -> None:
   if config.batch_size < 2:
     raise ValueError(f'The mismatched pairs pair each image with another of the batch: '
                      f'batch_size must be >= 2; got {config.batch_size}.')
+  matching = config.get('matching')
+  if matching is not None:
+    if not _number(matching.weight) or matching.weight < 0:
+      raise ValueError(f'matching.weight must be a number >= 0 (0: off, the paper); got '
+                       f'{matching.weight!r}.')
+    if matching.weight > 0:
+      if tc.is_precomputed(config):
+        raise ValueError('matching.weight > 0 needs the text-encoder run\'s image network; '
+                         'precomputed embeddings come without one.')
+      text_encoder.matching_loss(matching)  # an unknown loss.name is a clear error
+      if not matching.image_features or any(not isinstance(f, int) or f <= 0
+                                            for f in matching.image_features):
+        raise ValueError(f'matching.image_features must be positive integers (the text-encoder '
+                         f'run\'s image.features); got {matching.image_features!r}.')
+      base.positive_int('matching.resolution', matching.resolution)
+  decay = ema_decay(config)
+  if not _number(decay) or not 0.0 <= decay < 1.0:
+    raise ValueError(f'ema_decay must be a number in [0, 1) (0: no EMA, the paper); got '
+                     f'{decay!r}.')
   if not isinstance(config.truncation, bool):
     raise ValueError(f'truncation must be True or False; got {config.truncation!r}.')
   for name in ('trunc_rate', 'trunc_bound'):
@@ -124,14 +173,24 @@ def text_scale(config):
   return config.get('text_scale', 1.0)
 
 
-def sentences(config, text, text_net, batch) -> jax.Array:
+def ema_decay(config):
+  """The decay of G's weight average (0.0, no average, for runs made before the option)."""
+  return config.get('ema_decay', 0.0)
+
+
+def scaled(config, phi) -> jax.Array:
   """s = text_scale * phi(t) [B, cond_dim]: what G, D and MA-GP see."""
-  return float(text_scale(config)) * tc.embed(text, text_net, batch)
+  return float(text_scale(config)) * phi
+
 
 
 def structure(config) -> dict:
-  return {'model': config.model.to_dict(), **tc.structure(config),
-          'lr_schedule_enabled': config.optimizer.schedule != 'constant'}
+  out = {'model': config.model.to_dict(), **tc.structure(config),
+         'ema_decay_enabled': ema_decay(config) > 0,
+         'lr_schedule_enabled': config.optimizer.schedule != 'constant'}
+  if matching_weight(config) > 0:  # the frozen image network's shapes
+    out['matching.image_features'] = list(config.matching.image_features)
+  return out
 
 
 def networks(config):
@@ -140,6 +199,14 @@ def networks(config):
   :class:`~jaxgen.families.text_encoder.TextNet` (None for precomputed embeddings)."""
   generator, discriminator = models.make_networks(config.model)
   return generator, discriminator, tc.text_net(config)
+
+
+def image_net(config):
+  """The frozen image network E of G's matching loss (None when ``matching.weight`` is 0)."""
+  if not matching_weight(config) > 0:
+    return None
+  return text_encoders.ImageEncoder(features=tuple(config.matching.image_features),
+                                    embed_dim=sentence_dim(config))
 
 
 def optimizers(config):
@@ -157,11 +224,16 @@ def init_nets(config, key, with_optimizers=True) -> dict:
   s = jnp.zeros((2, config.model.cond_dim), jnp.float32)
   x = jnp.zeros((2, r, r, c), jnp.float32)
   g_tx, d_tx = optimizers(config) if with_optimizers else (None, None)
-  nets = {'g': base.make_net(generator.init(g_key, z, s), g_tx),
+  nets = {'g': base.make_net(generator.init(g_key, z, s), g_tx, ema=ema_decay(config) > 0),
           'd': base.make_net(discriminator.init(d_key, x, s), d_tx)}
   text_net = tc.init_text_net(text, t_key)
   if text_net is not None:
     nets['text'] = text_net
+  image = image_net(config)
+  if image is not None:
+    r = config.matching.resolution
+    nets['image'] = base.make_net(
+        image.init(jax.random.fold_in(t_key, 1), jnp.zeros((2, r, r, c), jnp.float32)))
   return nets
 
 
@@ -175,8 +247,9 @@ def latents(config):
 
 
 def generate(generator, g_net, z, s):
-  """G(z, s): deterministic (G has no dropout or batch statistics)."""
-  return generator.apply(base.variables(g_net), z, s)
+  """G(z, s) with its EMA weights when the run keeps them: deterministic (G has no dropout or
+  batch statistics)."""
+  return generator.apply(base.variables(g_net, use_ema=True), z, s)
 
 
 def text_to_image(config) -> tc.TextToImage:
@@ -205,7 +278,8 @@ def build(config, *, with_data: bool = True) -> base.Family:
                      train_step=make_train_step(config, generator, discriminator, text),
                      sample=sample, batch_keys=('image', *tc.batch_keys(config)),
                      examples_per_step=config.batch_size,
-                     progress_keys=('d_loss', 'g_loss', 'ma_gp'))
+                     progress_keys=('d_loss', 'g_loss', 'ma_gp')
+                     + (('g_matching',) if matching_weight(config) > 0 else ()))
 
 
 def make_train_step(config, generator, discriminator, text):
@@ -214,16 +288,23 @@ def make_train_step(config, generator, discriminator, text):
   with_counterfactual = tc.counterfactual(config)
   k, p = float(config.ma_gp.k), float(config.ma_gp.p)
   latent_dim = config.model.latent_dim
+  decay = float(ema_decay(config))
+  weight, image = matching_weight(config), image_net(config)
+  if image is not None:
+    match_loss = text_encoder.matching_loss(config.matching)
+    match_size = config.matching.resolution
 
   def train_step(state: base.TrainState, batch):
     real = batch['image']
     m = real.shape[0]
     nets = state.nets
     g, d = nets['g'], nets['d']
-    s = sentences(config, text, nets.get('text'), batch)
-    s_cf = None
+    phi = tc.embed(text, nets.get('text'), batch)
+    s = scaled(config, phi)
+    phi_cf = s_cf = None
     if with_counterfactual:
-      s_cf = sentences(config, text, nets.get('text'), tc.counterfactual_tokens(batch))
+      phi_cf = tc.embed(text, nets.get('text'), tc.counterfactual_tokens(batch))
+      s_cf = scaled(config, phi_cf)
     key = jax.random.fold_in(state.rng, state.step)
     z = base.shard_batch_axis(jax.random.normal(key, (m, latent_dim)))
     # The one G forward of the step; its vjp carries G's gradient after D's update.
@@ -258,16 +339,29 @@ def make_train_step(config, generator, discriminator, text):
     d = base.apply_gradients(d, d_grads, d_tx)
 
     d_now = base.variables(d)
-    g_loss, fake_grad = jax.value_and_grad(
-        lambda images: losses.generator_loss(discriminator.apply(d_now, images, s)))(fake)
+
+    def g_loss_fn(images):
+      adv = losses.generator_loss(discriminator.apply(d_now, images, s))
+      if image is None:
+        return adv, {}
+      x = images
+      if x.shape[1] != match_size:  # E's training size (antialiased, differentiable)
+        x = jax.image.resize(x, (m, match_size, match_size, x.shape[-1]), 'linear',
+                             antialias=True)
+      match = match_loss(image.apply(base.variables(nets['image']), x), phi,
+                         hard_negatives=phi_cf)
+      return adv + weight * match, {'g_adv': adv, 'g_matching': match}
+
+    (g_loss, g_terms), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
     (g_grads,) = g_vjp(fake_grad)
-    g = base.apply_gradients(g, g_grads, g_tx)
+    g = base.apply_gradients(g, g_grads, g_tx, ema_decay=decay)
     finite = base.all_finite(d_loss, d_grads, g_loss, g_grads)
     metrics = {'d_loss': d_loss, 'd_real': d_terms['real'], 'd_fake': d_terms['fake'],
                'd_mismatch': d_terms['mismatch'], 'ma_gp': d_terms['ma_gp'],
                'g_loss': g_loss, 'finite': finite.astype(jnp.float32)}
     if with_counterfactual:
       metrics['d_counterfactual'] = d_terms['counterfactual']
+    metrics.update(g_terms)
     return state.replace(step=state.step + 1, nets=dict(nets, g=g, d=d)), metrics
 
   return train_step
