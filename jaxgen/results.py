@@ -868,7 +868,7 @@ BLOCKS: dict[str, Block] = {
                 '--text_encoder=runs/text_encoder/char_cnn_rnn_long '
                 if run.startswith('cpu32_counterfactual') else '')
         for run in ('cpu32_baseline', 'cpu32_ema', 'cpu32_counterfactual_text',
-                    'cpu32_counterfactual_matching'))),
+                    'cpu32_counterfactual_matching', 'cpu32_counterfactual_matching_ema'))),
     'matching_probe_counterfactual': Block(render_matching_probe, tuple(
         Source(f'docs/results/{family}/matching_{run}{suffix}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} {option}'
