@@ -202,8 +202,8 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
          'd_projection': bool(config.model.get('d_projection', False)),
          'text_encoder': config.text.encoder,
          'text_scale': scale,
-         'ema_decay': float(config.get('ema_decay', 0.0)),
-         'matching_weight': float((config.get('matching') or {}).get('weight', 0.0)),
+         'ema_decay': float(dfgan.ema_decay(config)),
+         'matching_weight': dfgan.matching_weight(config),
          'counterfactual': config.data.get('counterfactual', ''),
          'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
          'changes': _preferences(logits, split, num_images)}

@@ -40,6 +40,7 @@ from absl import app, flags, logging
 from jaxgen import images as image_lib
 from jaxgen.data import captions
 from jaxgen.engine import imports, runs
+from jaxgen.families import dfgan
 from jaxgen.families import text_conditioning as tc
 from jaxgen.families import text_encoder
 from jaxgen.metrics import attributes, scores
@@ -165,8 +166,8 @@ def train_summary(workdir: str, config) -> dict:
           'seed': config.seed, 'wrong_captions': config.get('wrong_captions', 'roll'),
           'd_projection': bool(model.get('d_projection', False)),
           'text_scale': float(config.get('text_scale', 1.0)),
-          'ema_decay': float(config.get('ema_decay', 0.0)),
-          'matching_weight': float((config.get('matching') or {}).get('weight', 0.0)),
+          'ema_decay': float(dfgan.ema_decay(config)),
+          'matching_weight': dfgan.matching_weight(config),
           'counterfactual': config.data.get('counterfactual', ''),
           'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
           'train_seconds': seconds}
