@@ -463,6 +463,8 @@ def _run_label(t: dict) -> str:
     name += f', G EMA {t["ema_decay"]:g}'
   if t.get('matching_weight'):  # not DF-GAN's: G also trained on the encoder's matching loss
     name += f', G matching loss x{t["matching_weight"]:g}'
+  if t.get('mode_seeking_weight'):  # not DF-GAN's: MSGAN's term in G's loss
+    name += f', G mode seeking x{t["mode_seeking_weight"]:g}'
   if t.get('counterfactual'):  # not the papers': D also sees captions with words changed
     name += ', counterfactual captions'
   if t.get('text_counterfactual'):  # its text encoder was trained with them (files without
@@ -475,12 +477,22 @@ def _run_label(t: dict) -> str:
 def render_text_to_image(docs, paths) -> str:
   """``python -m jaxgen.text_image_eval --results``: one row per run, the real images' row
   (the ceiling) last. Seen: the ``test`` split, every object; held-out: the first object of
-  the ``heldout`` split (the unseen colour-shape pair)."""
+  the ``heldout`` split (the unseen colour-shape pair). When every file has them (files
+  written since the scores had them), three columns of the test split's backgrounds: the
+  total-variation distance of their mix from the real images', the accuracy where the
+  caption names the background, and how often two latents give one caption the same
+  background."""
+  with_background = all('background/tv' in payload(d)['test']['generated'] for d in docs)
+
   def cells(seen, held):
-    return [_num(seen['shape'], 3), _num(seen['colour'], 3), _num(seen['size'], 3),
-            _num(seen['position'], 3), _num(seen.get('r_precision'), 3), _num(seen['fid'], 0),
-            _num(held['first/shape'], 3), _num(held['first/colour'], 3),
-            _num(held.get('r_precision'), 3)]
+    out = [_num(seen['shape'], 3), _num(seen['colour'], 3), _num(seen['size'], 3),
+           _num(seen['position'], 3), _num(seen.get('r_precision'), 3), _num(seen['fid'], 0),
+           _num(held['first/shape'], 3), _num(held['first/colour'], 3),
+           _num(held.get('r_precision'), 3)]
+    if with_background:
+      out += [_num(seen['background/tv'], 3), _num(seen['background/named_accuracy'], 3),
+              _num(seen['background/agreement'], 3)]
+    return out
   rows = []
   for i, doc in enumerate(docs, 1):
     r = payload(doc)
@@ -496,6 +508,8 @@ def render_text_to_image(docs, paths) -> str:
                *cells(last['test']['real'], last['heldout']['real']), '', '', ''])
   head = ['model', 'resolution', 'steps', 'shape', 'colour', 'size', 'position',
           'R-precision', 'FID', 'held-out shape', 'held-out colour', 'held-out R-precision',
+          *(('background TV', 'named background', 'background agreement, 2 latents')
+            if with_background else ()),
           'parameters (all but the text encoder)', 'train time', 'from']
   return '\n'.join([_table(head, rows), '', sources(docs, paths)])
 
@@ -861,14 +875,16 @@ BLOCKS: dict[str, Block] = {
         for family in ('gan_int_cls', 'dfgan')
         for run in ('cpu32_baseline', 'cpu32_counterfactual', 'cpu32_counterfactual_text'))),
     # DF-GAN with G's options that are not the paper's: a weight average (the same training
-    # trajectory as cpu32_baseline) and the caption encoder's matching loss (on the encoder
-    # trained with counterfactual captions, as cpu32_counterfactual_text).
+    # trajectory as cpu32_baseline), the caption encoder's matching loss (on the encoder
+    # trained with counterfactual captions, as cpu32_counterfactual_text) and MSGAN's
+    # mode-seeking term beside it.
     'text_to_image_dfgan_g': Block(render_text_to_image, tuple(
         _scored(f'dfgan/{run}', f'dfgan_{run}',
                 '--text_encoder=runs/text_encoder/char_cnn_rnn_long '
                 if run.startswith('cpu32_counterfactual') else '')
         for run in ('cpu32_baseline', 'cpu32_ema', 'cpu32_counterfactual_text',
-                    'cpu32_counterfactual_matching', 'cpu32_counterfactual_matching_ema'))),
+                    'cpu32_counterfactual_matching', 'cpu32_counterfactual_matching_ema',
+                    'cpu32_counterfactual_matching_mode_seeking_ema'))),
     'matching_probe_counterfactual': Block(render_matching_probe, tuple(
         Source(f'docs/results/{family}/matching_{run}{suffix}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} {option}'

@@ -15,6 +15,11 @@ one image from it with its own z (``PRNGKey(seed)``). The generated images are s
   runs of different sizes are compared by one classifier), and the same for the
   first object alone (``first/...``: on ``heldout`` exactly the unseen pairs);
 * FID in the classifier's feature space against the split's real images;
+* the background (:mod:`jaxgen.metrics.background`), which captions name only sometimes:
+  the share of each background colour, its total-variation distance from the real images'
+  mix, the accuracy where the caption names it, and how often a second image of the same
+  caption (latents of ``PRNGKey(seed + 1)``) has the same background (``agreement``; for the
+  real images the value two real images of each caption would have);
 * R-precision (each image ranks its own caption first among 100) with the text-encoder run
   that the run imported (``init_from.text``; ``--text_encoder`` to name another), using its
   image and text networks and its similarity; images are resized to that run's resolution.
@@ -43,7 +48,7 @@ from jaxgen.engine import imports, runs
 from jaxgen.families import dfgan
 from jaxgen.families import text_conditioning as tc
 from jaxgen.families import text_encoder
-from jaxgen.metrics import attributes, scores
+from jaxgen.metrics import attributes, background, scores
 
 SPLITS = ('test', 'heldout')
 
@@ -109,9 +114,12 @@ def score_split(run, clf, retrieval, split: str, *, seed: int = 0, max_examples=
   ``data_config``'s resolution (default the run's), generated ones resized to it."""
   config = run.config
   data_config = data_config or config.data
-  data = captions.load_caption_split(data_config, split, tc.tokenizer(config, run.text),
+  tokenizer = tc.tokenizer(config, run.text)
+  data = captions.load_caption_split(data_config, split, tokenizer,
                                      max_examples=max_examples, whole=True)
   ids, lengths = pick_captions(data, seed)
+  # Whether each caption, as the run's encoder reads it, names the image's background.
+  named = background.names_background([tokenizer.decode(i) for i in ids])
   fake = resize(generate(run, ids, lengths, seed), data_config.resolution)
   real = data['image']
   labels = {k: data[k] for k in attributes.OBJECT_KEYS}
@@ -133,7 +141,13 @@ def score_split(run, clf, retrieval, split: str, *, seed: int = 0, max_examples=
                                        outputs=outputs[name], **kwargs)
     first = attributes.attribute_accuracy(outputs[name], attributes.first_object(labels))
     res.update({f'first/{k}': v for k, v in first.items() if k != 'count'})
+    res.update(background.background_scores(images, data['background'], named))
     out[name] = res
+  # The same captions with other latents: does G's background follow z where the caption
+  # leaves it free? (For the real images: the agreement two real images of a caption have.)
+  fake_again = resize(generate(run, ids, lengths, seed + 1), data_config.resolution)
+  out['generated']['background/agreement'] = background.agreement(fake, fake_again)
+  out['real']['background/agreement'] = background.expected_agreement(data['background'], named)
   # Real-vs-real FID at this sample size: as many train images against the split.
   train = attributes.load_split(data_config, 'train', max_examples=len(real))
   out['real']['fid'] = scores.fid_from_stats(
@@ -168,6 +182,7 @@ def train_summary(workdir: str, config) -> dict:
           'text_scale': float(config.get('text_scale', 1.0)),
           'ema_decay': float(dfgan.ema_decay(config)),
           'matching_weight': dfgan.matching_weight(config),
+          'mode_seeking_weight': float(dfgan.mode_seeking_weight(config)),
           'counterfactual': config.data.get('counterfactual', ''),
           'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
           'train_seconds': seconds}

@@ -107,6 +107,16 @@ def test_config_variants():
   with ema.unlocked():
     ema.ema_decay = 0.0
   assert ema == cpu32
+  # mode_seeking: only mode_seeking.weight changes (0: the paper).
+  ms = dfgan_config.get_config('cpu32,mode_seeking')
+  dfgan.validate(ms)
+  assert (ms.mode_seeking.weight, cpu32.mode_seeking.weight) == (1.0, 0.0)
+  with ms.unlocked():
+    ms.mode_seeking.weight = 0.0
+  assert ms == cpu32
+  old = cpu32.to_dict()
+  del old['mode_seeking']
+  assert dfgan.mode_seeking_weight(ml_collections.ConfigDict(old)) == 0.0
   with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, cpu32, bilstm'):
     dfgan_config.get_config('r16')
 
@@ -131,6 +141,9 @@ def test_config_variants():
                        'got 1.0'),
     ('ema_decay', 'x', r'ema_decay must be a number in \[0, 1\)'),
     ('matching.weight', -1.0, r'matching.weight must be a number >= 0 \(0: off, the paper\)'),
+    ('mode_seeking.weight', -1.0, r'mode_seeking.weight must be a number >= 0 \(0: off, '
+                                  r'the paper\); got -1.0'),
+    ('mode_seeking.weight', 'x', r'mode_seeking.weight must be a number >= 0'),
     ('text.encoder', 'gpt', "Unknown text.encoder 'gpt'; accepted: char_cnn_rnn, bilstm"),
     ('data.counterfactual', 'size', 'data.counterfactual=.size.: accepted attributes are '
                                     'shape, colour'),
@@ -583,3 +596,52 @@ def test_matching_loss_needs_a_trained_encoder_run():
   assert (cfg.init_from.text, cfg.init_from.image) == ('/runs/enc:text', '/runs/enc:image')
   assert dfgan.structure(cfg)['matching.image_features'] == [8, 8]
   assert 'matching.image_features' not in dfgan.structure(dfgan_config.get_config('tiny'))
+
+
+def test_mode_seeking_term_penalises_equal_images_for_two_latents():
+  """mode_seeking.weight = w: G runs on (z, s) and (z', s); g_mode_seeking is MSGAN's
+  1 / (mean|G(z', s) - G(z, s)| / mean|z' - z| + 1e-5), recomputed in float64 from G's
+  initial weights; g_loss = g_adv + w * g_mode_seeking; D's update is the run's without the
+  term (it sees only the first half)."""
+  cfg = set_fields(dfgan_config.get_config('tiny'), {'mode_seeking.weight': 0.5})
+  config, module = loop.prepare(cfg)
+  family = module.build(config, with_data=False)
+  plain_config, _ = loop.prepare(dfgan_config.get_config('tiny'))
+  plain = module.build(plain_config, with_data=False)
+  assert 'g_mode_seeking' in family.progress_keys and 'g_mode_seeking' not in plain.progress_keys
+  generator, discriminator, text = dfgan.networks(config)
+  batch = counterfactual_batch(text, np.random.default_rng(0))
+  init = base.jit_init(family, cfg.seed)()
+  state, metrics = jax.jit(family.train_step)(init, batch)
+  plain_state, plain_metrics = jax.jit(plain.train_step)(init, batch)
+  key = jax.random.fold_in(init.rng, init.step)
+  z = jax.random.normal(key, (4, config.model.latent_dim))
+  z2 = jax.random.normal(jax.random.fold_in(key, 1), (4, config.model.latent_dim))
+  phi = tc.embed(text, init.nets['text'], batch)
+  g_vars = {'params': init.nets['g']['params']}
+  f1, f2 = (np.asarray(generator.apply(g_vars, zz, phi), np.float64) for zz in (z, z2))
+  lz = np.mean(np.abs(f2 - f1)) / np.mean(np.abs(np.asarray(z2, np.float64) - np.asarray(z)))
+  want = 1.0 / (lz + 1e-5)
+  # Two float32 means of |differences| (4 * 64 * 64 * 3 and 4 * 8 terms, pairwise summed) and
+  # a quotient: a relative error of a few float32 ulps; G's own outputs differ from the
+  # float64 recomputation of the same float32 network by its rounding only (they are the same
+  # float32 computation), so 1e-5 relative is loose.
+  np.testing.assert_allclose(float(metrics['g_mode_seeking']), want, rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['g_loss']),
+                             float(metrics['g_adv']) + 0.5 * want, rtol=1e-5)
+  # The term is MSGAN's formula (a direct check of the helper on arrays).
+  a, b = np.full((2, 3), 0.5), np.zeros((2, 3))
+  za, zb = np.ones((2, 4)), np.zeros((2, 4))
+  np.testing.assert_allclose(float(dfgan.mode_seeking_term(a, b, za, zb)), 1 / (0.5 + 1e-5),
+                             rtol=1e-6)
+  # D's step sees the same fakes as without the term: G on twice the batch gives the first
+  # half's images up to the float32 rounding of another batch size (the hinge terms on them
+  # agree to a few ulps of float32), and the same real pairs (those terms are bitwise equal).
+  # D's weights are not compared: Adam's first step is lr * sign(g) wherever |g| >> eps, so a
+  # rounding-sized change of a near-zero gradient entry can move a weight by 2 * lr.
+  for term in ('d_real', 'd_mismatch', 'ma_gp'):
+    assert float(metrics[term]) == float(plain_metrics[term]), term
+  np.testing.assert_allclose(float(metrics['d_fake']), float(plain_metrics['d_fake']), rtol=1e-5)
+  # G's update differs (the term has a gradient).
+  assert not all(np.array_equal(w, leaves(plain_state.nets['g']['params'])[n])
+                 for n, w in leaves(state.nets['g']['params']).items())

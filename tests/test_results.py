@@ -195,8 +195,9 @@ def test_time_writes_wall_time_and_command(tmp_path):
 # --------------------------------------------------------------------------- every renderer
 
 
-def _fake_results(source: results.Source, i: int) -> dict:
-  """A result of the format each registered block's command writes."""
+def _fake_results(source: results.Source, i: int, background: bool = False) -> dict:
+  """A result of the format each registered block's command writes (``background``: a
+  text_image_eval file written since the scores had the background's)."""
   cmd = source.command
   if 'jaxgen.results time' in cmd:
     return {'command': cmd.split(' -- ', 1)[1], 'seconds': 100.0 + i, 'returncode': 0}
@@ -266,7 +267,13 @@ def _fake_results(source: results.Source, i: int) -> dict:
     acc = {'shape': 0.5, 'colour': 0.9, 'size': 0.8, 'position': 0.95, 'r_precision': 0.4,
            'fid': 900.0}
     acc.update({f'first/{k}': v for k, v in acc.items()})
-    split = {'generated': acc, 'real': dict(acc, shape=0.94)}
+    real = dict(acc, shape=0.94)
+    if background:
+      acc = dict(acc, **{'background/tv': 0.25 + i / 100, 'background/named_accuracy': 0.5,
+                         'background/agreement': 0.75})
+      real.update({'background/tv': 0.0, 'background/named_accuracy': 1.0,
+                   'background/agreement': 0.45})
+    split = {'generated': acc, 'real': real}
     return {'step': 2000, 'test': split, 'heldout': split,
             'train': {'cls': i % 2 == 1, 'interp': i >= 2, 'train_seconds': 1200.0,
                       'resolution': 64,
@@ -280,7 +287,8 @@ def _fake_results(source: results.Source, i: int) -> dict:
                       **({'text_counterfactual': 'shape'} if '_text ' in cmd else {}),
                       # DF-GAN's G options that are not the paper's
                       **({'family': 'dfgan', 'ema_decay': 0.999} if '_ema ' in cmd else {}),
-                      **({'matching_weight': 0.1} if '_matching ' in cmd else {})}}
+                      **({'matching_weight': 0.1} if '_matching' in cmd else {}),
+                      **({'mode_seeking_weight': 1.0} if '_mode_seeking' in cmd else {})}}
   if 'experiments.style_encoder' in cmd:
     ev = {'step': 2000, 'style/roc_auc': 0.95, 'style/roc_auc_pixels': 0.99,
           'style/cos_same': 0.6, 'style/cos_other': 0.1}
@@ -330,9 +338,10 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
   (tmp_path / 'docs').mkdir()
   page = '\n\n'.join(f'<!-- results:{n} -->\n<!-- /results:{n} -->' for n in results.BLOCKS)
   (tmp_path / 'docs' / 'all.md').write_text(page + '\n')
-  for block in results.BLOCKS.values():
+  for name, block in results.BLOCKS.items():
     for i, src in enumerate(block.sources):
-      results.write(str(tmp_path / src.path), _fake_results(src, i), src.command)
+      fake = _fake_results(src, i, background=name == 'text_to_image_dfgan_g')
+      results.write(str(tmp_path / src.path), fake, src.command)
   changed, problems = results.render(str(tmp_path))
   assert changed == ['docs/all.md'] and problems == []
   assert results.check(str(tmp_path)) == []
@@ -355,7 +364,14 @@ def test_every_registered_renderer_makes_a_table_from_its_format(tmp_path):
           '| 64 |') in text
   # DF-GAN's G options that are not the paper's say so.
   assert '| DF-GAN, G EMA 0.999 | 64 |' in text
+  # Background columns only in the table whose files all have them (i = 1: TV 0.26).
+  assert text.count('| background TV | named background | background agreement, 2 latents |') == 1
+  assert ('| DF-GAN, G EMA 0.999 | 64 | 2,000 | 0.500 | 0.900 | 0.800 | 0.950 | 0.400 | 900 '
+          '| 0.500 | 0.900 | 0.400 | 0.260 | 0.500 | 0.750 |') in text
+  assert '| 0.400 | 0.000 | 1.000 | 0.450 |  |  |  |' in text  # the real images' row
   assert '| DF-GAN, G matching loss x0.1, counterfactual captions | 64 |' in text
+  assert ('| DF-GAN, G EMA 0.999, G matching loss x0.1, G mode seeking x1, counterfactual '
+          'captions | 64 |') in text
   # A text encoder trained with counterfactual negatives, in retrieval and the probe.
   assert '| `char_cnn_rnn` + damsm + counterfactual shape negatives | 32x32 |' in text
   assert ('| shape | 0.740 (+2.60) | 0.840 (+2.60) |') in text

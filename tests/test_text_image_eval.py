@@ -21,7 +21,7 @@ from jaxgen.data import captions, shapes
 from jaxgen.engine import loop
 from jaxgen.families import gan_int_cls
 from jaxgen.families import text_conditioning as tc
-from jaxgen.metrics import attributes, retrieval, scores
+from jaxgen.metrics import attributes, background, retrieval, scores
 from tests import test_gan_int_cls as tgc
 from tests import test_text_encoder_family as tef
 
@@ -115,6 +115,20 @@ def test_scores_of_a_finished_run_match_their_definitions(shapes_dir, tmp_path, 
       cap = retr.caption_embeddings(ids, lens)
       assert got[name]['r_precision'] == retrieval.r_precision(
           img, cap, num_candidates=k, seed=3, similarity=te_cfg.eval.similarity)
+      # Backgrounds: each caption as the run's encoder reads it names the background or not.
+      named = background.names_background([run.text.tokenizer.decode(i) for i in ids])
+      want = background.background_scores(images, data['background'], named)
+      assert {k: v for k, v in got[name].items()
+              if k.startswith('background/') and k != 'background/agreement'} == want
+    # The real images show their own backgrounds: the same mix, every named one right.
+    assert got['real']['background/tv'] == 0.0
+    assert got['real']['background/named_accuracy'] in (1.0, None)
+    # A second draw of every caption with the latents of seed + 1.
+    z2 = jax.random.normal(jax.random.PRNGKey(4), (n, run.config.model.latent_dim))
+    again = np.asarray(gan_int_cls.generate(run.generator, run.nets['g'], z2, t))
+    assert got['generated']['background/agreement'] == background.agreement(fake, again)
+    assert got['real']['background/agreement'] == background.expected_agreement(
+        data['background'], named)
     real_feats = clf(data['image'])['features']
     want_fid = scores.fid_from_stats(scores.gaussian_stats(clf(fake)['features']),
                                      scores.gaussian_stats(real_feats))

@@ -57,6 +57,13 @@ each fake must match its own caption better than the batch's other captions (and
 ``data.counterfactual``, better than its caption with one word changed). Logged as
 ``g_matching`` beside the adversarial ``g_adv``; ``g_loss`` is their weighted sum.
 
+``mode_seeking.weight`` (default 0: the paper; MSGAN's mode-seeking term, Mao et al. 2019,
+as their code computes it) draws a second latent z' for every caption of the batch, runs G on
+both (one forward of twice the batch; D's step sees only the first half, so its update is the
+run's without the term) and adds ``weight / (mean|G(z', s) - G(z, s)| / mean|z' - z| + 1e-5)``
+to G's loss: G is penalised when two latents give the same image for one caption. Logged as
+``g_mode_seeking`` (the term before its weight).
+
 Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
 ``ema_decay`` (default 0: the paper) keeps ``g['ema']``, ``ema <- decay * ema + (1 - decay) *
 params`` after each G update; the step's own G forward and update use the trained weights.
@@ -102,6 +109,22 @@ def matching_weight(config) -> float:
   """The weight of G's image-text matching loss (0.0 for runs made before the option)."""
   matching = config.get('matching')
   return float(matching.weight) if matching is not None else 0.0
+
+
+MODE_SEEKING_EPS = 1e-5  # MSGAN's code: 1 / (lz + eps)
+
+
+def mode_seeking_weight(config) -> float:
+  """The weight of MSGAN's mode-seeking term (0.0 for runs made before the option)."""
+  ms = config.get('mode_seeking')
+  return ms.weight if ms is not None else 0.0
+
+
+def mode_seeking_term(fake, fake2, z, z2) -> jax.Array:
+  """MSGAN's term ``1 / (mean|fake2 - fake| / mean|z2 - z| + 1e-5)`` (means over every entry
+  of the batch): large when two latents draw nearly the same images."""
+  lz = jnp.mean(jnp.abs(fake2 - fake)) / jnp.mean(jnp.abs(z2 - z))
+  return 1.0 / (lz + MODE_SEEKING_EPS)
 
 
 def sentence_dim(config) -> int:
@@ -153,6 +176,10 @@ def validate(config) -> None:
         raise ValueError(f'matching.image_features must be positive integers (the text-encoder '
                          f'run\'s image.features); got {matching.image_features!r}.')
       base.positive_int('matching.resolution', matching.resolution)
+  ms = mode_seeking_weight(config)
+  if not _number(ms) or ms < 0:
+    raise ValueError(f'mode_seeking.weight must be a number >= 0 (0: off, the paper); got '
+                     f'{ms!r}.')
   decay = ema_decay(config)
   if not _number(decay) or not 0.0 <= decay < 1.0:
     raise ValueError(f'ema_decay must be a number in [0, 1) (0: no EMA, the paper); got '
@@ -279,7 +306,8 @@ def build(config, *, with_data: bool = True) -> base.Family:
                      sample=sample, batch_keys=('image', *tc.batch_keys(config)),
                      examples_per_step=config.batch_size,
                      progress_keys=('d_loss', 'g_loss', 'ma_gp')
-                     + (('g_matching',) if matching_weight(config) > 0 else ()))
+                     + (('g_matching',) if matching_weight(config) > 0 else ())
+                     + (('g_mode_seeking',) if mode_seeking_weight(config) > 0 else ()))
 
 
 def make_train_step(config, generator, discriminator, text):
@@ -290,6 +318,7 @@ def make_train_step(config, generator, discriminator, text):
   latent_dim = config.model.latent_dim
   decay = float(ema_decay(config))
   weight, image = matching_weight(config), image_net(config)
+  ms_weight = float(mode_seeking_weight(config))
   if image is not None:
     match_loss = text_encoder.matching_loss(config.matching)
     match_size = config.matching.resolution
@@ -307,9 +336,14 @@ def make_train_step(config, generator, discriminator, text):
       s_cf = scaled(config, phi_cf)
     key = jax.random.fold_in(state.rng, state.step)
     z = base.shard_batch_axis(jax.random.normal(key, (m, latent_dim)))
+    z_in, s_in = z, s
+    if ms_weight > 0:  # a second latent per caption: G runs on both, D sees the first half
+      z2 = base.shard_batch_axis(jax.random.normal(jax.random.fold_in(key, 1), (m, latent_dim)))
+      z_in, s_in = jnp.concatenate([z, z2]), jnp.concatenate([s, s])
     # The one G forward of the step; its vjp carries G's gradient after D's update.
-    fake, g_vjp = jax.vjp(lambda params: generator.apply({'params': params, **g['vars']}, z, s),
-                          g['params'])
+    fakes, g_vjp = jax.vjp(
+        lambda params: generator.apply({'params': params, **g['vars']}, z_in, s_in), g['params'])
+    fake = fakes[:m]
 
     def d_loss_fn(params):
       variables = {'params': params, **d['vars']}
@@ -340,19 +374,24 @@ def make_train_step(config, generator, discriminator, text):
 
     d_now = base.variables(d)
 
-    def g_loss_fn(images):
+    def g_loss_fn(all_images):
+      images = all_images[:m]
       adv = losses.generator_loss(discriminator.apply(d_now, images, s))
+      total, terms = adv, {}
+      if ms_weight > 0:
+        ms = mode_seeking_term(images, all_images[m:], z, z2)
+        total, terms = total + ms_weight * ms, {'g_adv': adv, 'g_mode_seeking': ms}
       if image is None:
-        return adv, {}
+        return total, terms
       x = images
       if x.shape[1] != match_size:  # E's training size (antialiased, differentiable)
         x = jax.image.resize(x, (m, match_size, match_size, x.shape[-1]), 'linear',
                              antialias=True)
       match = match_loss(image.apply(base.variables(nets['image']), x), phi,
                          hard_negatives=phi_cf)
-      return adv + weight * match, {'g_adv': adv, 'g_matching': match}
+      return total + weight * match, dict(terms, g_adv=adv, g_matching=match)
 
-    (g_loss, g_terms), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+    (g_loss, g_terms), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fakes)
     (g_grads,) = g_vjp(fake_grad)
     g = base.apply_gradients(g, g_grads, g_tx, ema_decay=decay)
     finite = base.all_finite(d_loss, d_grads, g_loss, g_grads)
