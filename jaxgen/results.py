@@ -884,6 +884,7 @@ BLOCKS: dict[str, Block] = {
                 if run.startswith('cpu32_counterfactual') else '')
         for run in ('cpu32_baseline', 'cpu32_ema', 'cpu32_counterfactual_text',
                     'cpu32_counterfactual_matching', 'cpu32_counterfactual_matching_ema',
+                    'cpu32_counterfactual_matching003_ema',
                     'cpu32_counterfactual_matching_mode_seeking_ema'))),
     'matching_probe_counterfactual': Block(render_matching_probe, tuple(
         Source(f'docs/results/{family}/matching_{run}{suffix}.json',
