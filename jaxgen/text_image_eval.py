@@ -182,7 +182,7 @@ def train_summary(workdir: str, config) -> dict:
           'text_scale': float(config.get('text_scale', 1.0)),
           'ema_decay': float(dfgan.ema_decay(config)),
           'matching_weight': dfgan.matching_weight(config),
-          'mode_seeking_weight': float(dfgan.mode_seeking_weight(config)),
+          'mode_seeking_weight': dfgan.mode_seeking_weight(config),
           'counterfactual': config.data.get('counterfactual', ''),
           'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
           'train_seconds': seconds}

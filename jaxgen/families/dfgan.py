@@ -117,7 +117,7 @@ MODE_SEEKING_EPS = 1e-5  # MSGAN's code: 1 / (lz + eps)
 def mode_seeking_weight(config) -> float:
   """The weight of MSGAN's mode-seeking term (0.0 for runs made before the option)."""
   ms = config.get('mode_seeking')
-  return ms.weight if ms is not None else 0.0
+  return float(ms.weight) if ms is not None else 0.0
 
 
 def mode_seeking_term(fake, fake2, z, z2) -> jax.Array:
@@ -176,10 +176,10 @@ def validate(config) -> None:
         raise ValueError(f'matching.image_features must be positive integers (the text-encoder '
                          f'run\'s image.features); got {matching.image_features!r}.')
       base.positive_int('matching.resolution', matching.resolution)
-  ms = mode_seeking_weight(config)
-  if not _number(ms) or ms < 0:
+  ms = config.get('mode_seeking')
+  if ms is not None and (not _number(ms.weight) or ms.weight < 0):
     raise ValueError(f'mode_seeking.weight must be a number >= 0 (0: off, the paper); got '
-                     f'{ms!r}.')
+                     f'{ms.weight!r}.')
   decay = ema_decay(config)
   if not _number(decay) or not 0.0 <= decay < 1.0:
     raise ValueError(f'ema_decay must be a number in [0, 1) (0: no EMA, the paper); got '
@@ -318,7 +318,7 @@ def make_train_step(config, generator, discriminator, text):
   latent_dim = config.model.latent_dim
   decay = float(ema_decay(config))
   weight, image = matching_weight(config), image_net(config)
-  ms_weight = float(mode_seeking_weight(config))
+  ms_weight = mode_seeking_weight(config)
   if image is not None:
     match_loss = text_encoder.matching_loss(config.matching)
     match_size = config.matching.resolution
