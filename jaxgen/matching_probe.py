@@ -205,6 +205,7 @@ def probe(run, *, split: str = 'test', num_images: int = 500, batch_size: int = 
          'ema_decay': float(dfgan.ema_decay(config)),
          'matching_weight': dfgan.matching_weight(config),
          'mode_seeking_weight': dfgan.mode_seeking_weight(config),
+         'aux_weight': dfgan.aux_weight(config),
          'counterfactual': config.data.get('counterfactual', ''),
          'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
          'changes': _preferences(logits, split, num_images)}

@@ -465,6 +465,8 @@ def _run_label(t: dict) -> str:
     name += f', G matching loss x{t["matching_weight"]:g}'
   if t.get('mode_seeking_weight'):  # not DF-GAN's: MSGAN's term in G's loss
     name += f', G mode seeking x{t["mode_seeking_weight"]:g}'
+  if t.get('aux_weight'):  # not DF-GAN's: AC-GAN's attribute classifier in D and G's losses
+    name += f', attribute classifier x{t["aux_weight"]:g}'
   if t.get('counterfactual'):  # not the papers': D also sees captions with words changed
     name += ', counterfactual captions'
   if t.get('text_counterfactual'):  # its text encoder was trained with them (files without
@@ -886,6 +888,10 @@ BLOCKS: dict[str, Block] = {
                     'cpu32_counterfactual_matching', 'cpu32_counterfactual_matching_ema',
                     'cpu32_counterfactual_matching003_ema',
                     'cpu32_counterfactual_matching_mode_seeking_ema'))),
+    # DF-GAN with an attribute classifier in D (not the paper), beside the same recipe
+    # without it (both keep G's weight average).
+    'text_to_image_dfgan_aux': Block(render_text_to_image, tuple(
+        _scored(f'dfgan/{run}', f'dfgan_{run}') for run in ('cpu32_ema', 'cpu32_aux_ema'))),
     'matching_probe_counterfactual': Block(render_matching_probe, tuple(
         Source(f'docs/results/{family}/matching_{run}{suffix}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} {option}'
@@ -896,6 +902,12 @@ BLOCKS: dict[str, Block] = {
                                     # the images D was trained on
                                     ('cpu32_counterfactual', '--split=train ', '_train'),
                                     ('cpu32_counterfactual_text', '', '')))),
+    # What D checks with and without its attribute classifier.
+    'matching_probe_dfgan_aux': Block(render_matching_probe, tuple(
+        Source(f'docs/results/dfgan/matching_{run}.json',
+               f'python -m jaxgen.matching_probe --workdir=runs/dfgan/{run} '
+               f'--results=docs/results/dfgan/matching_{run}.json')
+        for run in ('cpu32_baseline', 'cpu32_aux_ema'))),
     'text_to_image_models': Block(render_text_to_image, (
         _scored('gan_int_cls/gan_int_cls', 'gan_int_cls'),
         _scored('stackgan/stage1', 'stackgan1', '--resolution=64 '),

@@ -183,6 +183,7 @@ def train_summary(workdir: str, config) -> dict:
           'ema_decay': float(dfgan.ema_decay(config)),
           'matching_weight': dfgan.matching_weight(config),
           'mode_seeking_weight': dfgan.mode_seeking_weight(config),
+          'aux_weight': dfgan.aux_weight(config),
           'counterfactual': config.data.get('counterfactual', ''),
           'text_counterfactual': text_to_image.text_encoder_counterfactual(config),
           'train_seconds': seconds}

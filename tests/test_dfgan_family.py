@@ -93,30 +93,22 @@ def test_config_variants():
     matching.matching.weight = 0.0
   assert matching == cpu32
   assert dfgan_config.get_config('paper,bilstm').text == paper.text
-  # counterfactual: only data.counterfactual changes.
-  cf = dfgan_config.get_config('cpu32,counterfactual')
-  dfgan.validate(cf)
-  assert cf.data.counterfactual == 'shape,colour' and cpu32.data.counterfactual == ''
-  with cf.unlocked():
-    cf.data.counterfactual = ''
-  assert cf == cpu32
-  # ema: only ema_decay changes (0: the paper).
-  ema = dfgan_config.get_config('cpu32,ema')
-  dfgan.validate(ema)
-  assert (ema.ema_decay, cpu32.ema_decay) == (0.999, 0.0)
-  with ema.unlocked():
-    ema.ema_decay = 0.0
-  assert ema == cpu32
-  # mode_seeking: only mode_seeking.weight changes (0: the paper).
-  ms = dfgan_config.get_config('cpu32,mode_seeking')
-  dfgan.validate(ms)
-  assert (ms.mode_seeking.weight, cpu32.mode_seeking.weight) == (1.0, 0.0)
-  with ms.unlocked():
-    ms.mode_seeking.weight = 0.0
-  assert ms == cpu32
+  # Each option variant changes only its own field (off: '' or 0, the paper).
+  for variant, field, on, off in (('counterfactual', 'data.counterfactual', 'shape,colour', ''),
+                                  ('ema', 'ema_decay', 0.999, 0.0),
+                                  ('mode_seeking', 'mode_seeking.weight', 1.0, 0.0),
+                                  ('aux', 'aux_classifier.weight', 1.0, 0.0)):
+    cfg = dfgan_config.get_config(f'cpu32,{variant}')
+    dfgan.validate(cfg)
+    get = lambda c: functools.reduce(getattr, field.split('.'), c)  # noqa: E731
+    assert (get(cfg), get(cpu32)) == (on, off), variant
+    assert set_fields(cfg, {field: off}) == cpu32, variant
   old = cpu32.to_dict()
   del old['mode_seeking']
   assert dfgan.mode_seeking_weight(ml_collections.ConfigDict(old)) == 0.0
+  del old['aux_classifier']  # configs made before these options read as off
+  assert dfgan.aux_weight(ml_collections.ConfigDict(old)) == 0.0
+  assert dfgan.num_attributes(ml_collections.ConfigDict(old)) == 0
   with pytest.raises(ValueError, match='Unknown dfgan variant .*accepted: cpu, cpu32, bilstm'):
     dfgan_config.get_config('r16')
 
@@ -144,6 +136,9 @@ def test_config_variants():
     ('mode_seeking.weight', -1.0, r'mode_seeking.weight must be a number >= 0 \(0: off, '
                                   r'the paper\); got -1.0'),
     ('mode_seeking.weight', 'x', r'mode_seeking.weight must be a number >= 0'),
+    ('aux_classifier.weight', -1.0, r'aux_classifier.weight must be a number >= 0 \(0: off, '
+                                    r'the paper\); got -1.0'),
+    ('aux_classifier.weight', True, r'aux_classifier.weight must be a number >= 0'),
     ('text.encoder', 'gpt', "Unknown text.encoder 'gpt'; accepted: char_cnn_rnn, bilstm"),
     ('data.counterfactual', 'size', 'data.counterfactual=.size.: accepted attributes are '
                                     'shape, colour'),
@@ -645,3 +640,114 @@ def test_mode_seeking_term_penalises_equal_images_for_two_latents():
   # G's update differs (the term has a gradient).
   assert not all(np.array_equal(w, leaves(plain_state.nets['g']['params'])[n])
                  for n, w in leaves(state.nets['g']['params']).items())
+
+
+# ---------------------------------------------------------------- attribute classifier
+
+
+def _bce(logits, targets):
+  """Sigmoid cross-entropy in float64, stable form: max(x, 0) - x * y + log(1 + exp(-|x|))."""
+  x, y = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
+  return np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
+
+
+def test_attribute_targets_are_the_images_shapes_and_colours():
+  shape = np.array([[0, -1], [3, 3], [5, 1]])   # one object; two of one shape; two shapes
+  colour = np.array([[7, -1], [2, 4], [0, 0]])
+  want = np.zeros((3, 6 + 8))
+  for row, (ss, cc) in enumerate(zip(shape, colour)):
+    for v in ss[ss >= 0]:
+      want[row, v] = 1
+    for v in cc[cc >= 0]:
+      want[row, 6 + v] = 1
+  got = dfgan.attribute_targets(jnp.asarray(shape), jnp.asarray(colour), 6, 8)
+  np.testing.assert_array_equal(np.asarray(got), want)
+  assert want.sum() == 2 + 3 + 3  # not vacuous: 1 + 1 labels, 1 + 2, 2 + 1
+
+
+def test_aux_classifier_terms_against_a_float64_recomputation():
+  """aux_classifier.weight = w: D's head is one linear layer on its flattened 4x4 features;
+  d_aux is the sigmoid cross-entropy of that head on the *real* images against their
+  multi-hot shapes and colours, g_aux the same of the fakes through the updated D (the
+  captions' labels); d_loss and g_loss add w times each; every other D term equals the run
+  without the option, whose D has the same weights but no head."""
+  w = 0.5
+  cfg = set_fields(dfgan_config.get_config('tiny'), {'aux_classifier.weight': w})
+  config, module = loop.prepare(cfg)
+  family = module.build(config, with_data=False)
+  assert family.batch_keys == ('image', *tc.TOKEN_KEYS, *dfgan.AUX_KEYS)
+  assert 'g_aux' in family.progress_keys
+  plain_config, _ = loop.prepare(dfgan_config.get_config('tiny'))
+  plain = module.build(plain_config, with_data=False)
+  assert 'g_aux' not in plain.progress_keys
+  generator, discriminator, text = dfgan.networks(config)
+  rng = np.random.default_rng(0)
+  batch = dict(counterfactual_batch(text, rng),
+               object_shape=jnp.asarray([[0, -1], [1, 4], [3, -1], [4, 4]], jnp.int32),
+               object_colour=jnp.asarray([[0, -1], [2, 6], [1, -1], [6, 3]], jnp.int32))
+  targets = np.asarray(dfgan.attribute_targets(batch['object_shape'], batch['object_colour'],
+                                               6, 8))
+  init = base.jit_init(family, config.seed)()
+  head = init.nets['d']['params']['attributes']
+  assert head['kernel'].shape == (4 * 4 * 8 * config.model.d_width, 14)
+  state, metrics = jax.jit(family.train_step)(init, batch)
+  without_head = dict(init.nets['d'], params={k: v for k, v in init.nets['d']['params'].items()
+                                              if k != 'attributes'})
+  plain_init = base.jit_init(plain, config.seed)()
+  plain_state = plain_init.replace(nets=dict(init.nets, d=dict(
+      without_head, opt=plain_init.nets['d']['opt'])))
+  _, plain_metrics = jax.jit(plain.train_step)(plain_state, {k: batch[k]
+                                                             for k in plain.batch_keys})
+
+  def head_bce(d_params, images):
+    features = discriminator.apply({'params': d_params}, images, method='features')
+    f = np.asarray(features, np.float64).reshape(len(images), -1)
+    p = d_params['attributes']
+    logits = f @ np.asarray(p['kernel'], np.float64) + np.asarray(p['bias'], np.float64)
+    return _bce(logits, targets)
+
+  d_aux = head_bce(init.nets['d']['params'], batch['image'])
+  z = jax.random.normal(jax.random.fold_in(init.rng, init.step), (4, config.model.latent_dim))
+  s = tc.embed(text, init.nets['text'], batch)
+  fake = generator.apply({'params': init.nets['g']['params']}, z, s)
+  g_aux = head_bce(state.nets['d']['params'], fake)
+  # float32 features and a float32 dot of 512 terms against a float64 recomputation of the
+  # same float32 features: relative error of the dot ~ sqrt(512) ulps ~ 3e-6; 1e-5 relative.
+  np.testing.assert_allclose(float(metrics['d_aux']), d_aux, rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['g_aux']), g_aux, rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['g_loss']), float(metrics['g_adv']) + w * g_aux,
+                             rtol=1e-5)
+  # D's other terms are untouched by the head (the same weights, the same operations).
+  for term in ('d_real', 'd_fake', 'd_mismatch', 'ma_gp'):
+    assert float(metrics[term]) == float(plain_metrics[term]), term
+  np.testing.assert_allclose(float(metrics['d_loss']),
+                             float(plain_metrics['d_loss']) + w * d_aux, rtol=1e-5)
+  # G's loss without the term is the run's without the option, but through a D' whose
+  # features moved with the head's gradient, so only the aux term is checked exactly above;
+  # and the head's gradient did move D's feature weights relative to the plain run.
+  plain_after, _ = jax.jit(plain.train_step)(plain_state, {k: batch[k] for k in plain.batch_keys})
+  assert not np.array_equal(
+      np.asarray(plain_after.nets['d']['params']['features']['conv_img']['kernel']),
+      np.asarray(state.nets['d']['params']['features']['conv_img']['kernel']))
+
+
+def test_aux_classifier_trains_through_the_engine_on_the_datasets_labels(tfds_dir, tmp_path):
+  """The labels reach the step from the jaxgen_shapes pipeline: two engine steps log finite
+  d_aux and g_aux near log 2 (a fresh head's logits are small); a caption set without the
+  labels is a clear error."""
+  cfg = tiny_config(tfds_dir, num_steps=2, **{'aux_classifier.weight': 1.0})
+  loop.train_and_evaluate(cfg, str(tmp_path / 'run'))
+  records = [r for r in read_metrics(str(tmp_path / 'run')) if 'finite' in r]
+  assert [r['step'] for r in records] == [1, 2]
+  for r in records:
+    assert r['finite'] == 1.0
+    for name in ('d_aux', 'g_aux'):
+      # log 2 = 0.693 at logits 0; a fresh lecun-normal head on O(1) features gives logits of
+      # O(1), so the mean cross-entropy lies well inside (0.3, 1.5).
+      assert 0.3 < r[name] < 1.5, (name, r[name])
+  bad = dfgan_config.get_config('tiny').to_dict()
+  bad['aux_classifier']['weight'] = 1.0
+  bad['data']['name'] = 'jaxgen_flowers_captions'
+  with pytest.raises(ValueError, match='aux_classifier.weight > 0 needs per-object shape and '
+                                       'colour labels, which only jaxgen_shapes stores'):
+    dfgan.validate(ml_collections.ConfigDict(bad))

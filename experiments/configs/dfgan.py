@@ -46,6 +46,10 @@ Variants (``:<name>``, comma-separated, the later ones overriding):
          image for one caption; G runs on twice the batch. E.g.
          ``cpu32,counterfactual,matching,mode_seeking``, where the matching loss alone made G
          ignore z (docs/text_to_image.md).
+  aux    not the paper, ``jaxgen_shapes`` only: an auxiliary classifier (AC-GAN, Odena et al.
+         2017; TAC-GAN, Dash et al. 2017) on D's 4x4 features, trained on the real images'
+         shapes and colours; G's loss asks D's classifier to read each fake's caption in it
+         (``aux_classifier.weight`` 1). E.g. ``cpu32,aux``.
   ema    not the paper: an exponential moving average of G's weights (``ema_decay`` 0.999,
          a half-life of about 700 steps), which samples and scoring use, e.g. ``cpu32,ema``.
   r32, r64, r128, r256  the output resolution (model and data), e.g. ``r128`` or ``paper,r64``.
@@ -117,12 +121,13 @@ from jaxgen.engine import config as engine_config
 from jaxgen.families import text_encoder
 
 VARIANTS = ('cpu', 'cpu32', 'bilstm', 'counterfactual', 'ema', 'matching', 'mode_seeking',
-            'r32', 'r64', 'r128', 'r256', 'paper', 'cub', 'coco', 'tiny')
+            'aux', 'r32', 'r64', 'r128', 'r256', 'paper', 'cub', 'coco', 'tiny')
 RESOLUTION_VARIANTS = {'r32': 32, 'r64': 64, 'r128': 128, 'r256': 256}
 PAPER_WIDTH = 32
 EMA_DECAY = 0.999
 MATCHING_WEIGHT = 0.1  # 1 made G fool the image network (see matching above)
 MODE_SEEKING_WEIGHT = 1.0  # MSGAN's code adds the term unweighted
+AUX_WEIGHT = 1.0  # AC-GAN adds its class log-likelihood unweighted
 # The official training sets (images) and epochs (bird.yml / coco.yml: max_epoch 1301 / 301,
 # epochs counted from 1), batch 32, incomplete batches dropped.
 OFFICIAL = {'cub': dict(images=8_855, epochs=1_300), 'coco': dict(images=82_783, epochs=300)}
@@ -165,6 +170,8 @@ def dfgan_defaults() -> ml_collections.ConfigDict:
   c.ema_decay = 0.0          # > 0 (not the paper): an EMA of G's weights samples and scores
   # > 0 (not the paper): MSGAN's mode-seeking term in G's loss, at this weight.
   c.mode_seeking = ml_collections.ConfigDict(dict(weight=0.0))
+  # > 0 (not the paper; jaxgen_shapes only): D's attribute head and its terms, at this weight.
+  c.aux_classifier = ml_collections.ConfigDict(dict(weight=0.0))
   c.batch_size = OFFICIAL_BATCH
   c.num_steps = 2000
   c.checkpoint_every = 500
@@ -228,6 +235,8 @@ def get_config(arg: str = 'cpu'):
       c.matching.weight = MATCHING_WEIGHT
     elif name == 'mode_seeking':
       c.mode_seeking.weight = MODE_SEEKING_WEIGHT
+    elif name == 'aux':
+      c.aux_classifier.weight = AUX_WEIGHT
     elif name == 'cpu32':
       c.model.resolution = c.data.resolution = 32
       c.model.g_width = c.model.d_width = 16

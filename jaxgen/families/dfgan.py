@@ -65,10 +65,21 @@ to G's loss: G is penalised when two latents give the same image for one caption
 ``g_mode_seeking`` (the term before its weight).
 
 Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
+``aux_classifier.weight`` (default 0: the paper; ``jaxgen_shapes`` only; the auxiliary
+classifier of AC-GAN, Odena et al. 2017, as TAC-GAN, Dash et al. 2017, puts it beside a text
+condition) gives D one more head, a linear layer on its 4x4 features that predicts which
+shapes and which colours the image holds (:func:`attribute_targets`: 6 + 8 sigmoid outputs,
+multi-hot, so one- and two-object images need no object order). D's loss adds ``weight *
+BCE(head(features(real)), y)`` on the real images with their labels (logged ``d_aux``), G's
+adds ``weight * BCE(head'(features'(fake)), y)`` through the updated D' with the labels of the
+caption each fake was drawn from (``g_aux``). D's classifier never trains on fakes, so its
+features learn the shapes of real images only and G is asked to draw what they read.
+A caption of this set names every object, so its labels are the caption's.
+
 ``ema_decay`` (default 0: the paper) keeps ``g['ema']``, ``ema <- decay * ema + (1 - decay) *
 params`` after each G update; the step's own G forward and update use the trained weights.
 Metrics: ``d_loss`` (with MA-GP), its terms ``d_real``, ``d_fake``, ``d_mismatch``,
-``ma_gp`` (and ``d_counterfactual``), ``g_loss``, and ``finite``.
+``ma_gp`` (and ``d_counterfactual``, ``d_aux``), ``g_loss``, and ``finite``.
 
 Sampling: ``truncation`` (the official configs: on, ``trunc_rate`` 0.86) draws
 ``trunc_rate * TN(-trunc_bound, trunc_bound)`` latents, a standard normal truncated to
@@ -81,6 +92,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+import optax
 
 from jaxgen import optim
 from jaxgen.families import base, gan_int_cls
@@ -125,6 +138,40 @@ def mode_seeking_term(fake, fake2, z, z2) -> jax.Array:
   of the batch): large when two latents draw nearly the same images."""
   lz = jnp.mean(jnp.abs(fake2 - fake)) / jnp.mean(jnp.abs(z2 - z))
   return 1.0 / (lz + MODE_SEEKING_EPS)
+
+
+def aux_weight(config) -> float:
+  """The weight of the attribute classifier's terms (0.0 for runs made before the option)."""
+  aux = config.get('aux_classifier')
+  return float(aux.weight) if aux is not None else 0.0
+
+
+# The labels the attribute head predicts, as batch keys: jaxgen_shapes' per-object shape and
+# colour ([B, 2], -1 in the second slot of one-object images).
+AUX_KEYS = ('object_shape', 'object_colour')
+
+
+def num_attributes(config) -> int:
+  """Outputs of D's attribute head: one per shape and one per colour (0 when it is off)."""
+  if not aux_weight(config) > 0:
+    return 0
+  from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+  return len(shapes.SHAPES) + len(shapes.COLOURS)
+
+
+def attribute_targets(object_shape, object_colour, num_shapes: int,
+                      num_colours: int) -> jax.Array:
+  """Multi-hot targets [B, num_shapes + num_colours] from per-object labels [B, slots] (-1:
+  no object): 1 where some object of the image has that shape (colour)."""
+  def present(labels, n):  # one_hot of -1 is all zeros; two objects may share a value
+    return jnp.minimum(jax.nn.one_hot(labels, n).sum(axis=1), 1.0)
+  return jnp.concatenate([present(object_shape, num_shapes),
+                          present(object_colour, num_colours)], axis=-1)
+
+
+def attribute_loss(logits, targets) -> jax.Array:
+  """Mean sigmoid cross-entropy over the batch and the attributes (on logits)."""
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
 
 
 def sentence_dim(config) -> int:
@@ -180,6 +227,14 @@ def validate(config) -> None:
   if ms is not None and (not _number(ms.weight) or ms.weight < 0):
     raise ValueError(f'mode_seeking.weight must be a number >= 0 (0: off, the paper); got '
                      f'{ms.weight!r}.')
+  aux = config.get('aux_classifier')
+  if aux is not None:
+    if not _number(aux.weight) or aux.weight < 0:
+      raise ValueError(f'aux_classifier.weight must be a number >= 0 (0: off, the paper); '
+                       f'got {aux.weight!r}.')
+    if aux.weight > 0 and config.data.name != 'jaxgen_shapes':
+      raise ValueError(f'aux_classifier.weight > 0 needs per-object shape and colour labels, '
+                       f'which only jaxgen_shapes stores; data.name={config.data.name!r}.')
   decay = ema_decay(config)
   if not _number(decay) or not 0.0 <= decay < 1.0:
     raise ValueError(f'ema_decay must be a number in [0, 1) (0: no EMA, the paper); got '
@@ -217,6 +272,8 @@ def structure(config) -> dict:
          'lr_schedule_enabled': config.optimizer.schedule != 'constant'}
   if matching_weight(config) > 0:  # the frozen image network's shapes
     out['matching.image_features'] = list(config.matching.image_features)
+  if num_attributes(config):  # D's attribute head
+    out['d.num_attributes'] = num_attributes(config)
   return out
 
 
@@ -224,7 +281,7 @@ def networks(config):
   """``(generator, discriminator, text)``: :class:`~jaxgen.models.dfgan.Generator`,
   :class:`~jaxgen.models.dfgan.MatchingDiscriminator` and the
   :class:`~jaxgen.families.text_encoder.TextNet` (None for precomputed embeddings)."""
-  generator, discriminator = models.make_networks(config.model)
+  generator, discriminator = models.make_networks(config.model, num_attributes(config))
   return generator, discriminator, tc.text_net(config)
 
 
@@ -252,7 +309,7 @@ def init_nets(config, key, with_optimizers=True) -> dict:
   x = jnp.zeros((2, r, r, c), jnp.float32)
   g_tx, d_tx = optimizers(config) if with_optimizers else (None, None)
   nets = {'g': base.make_net(generator.init(g_key, z, s), g_tx, ema=ema_decay(config) > 0),
-          'd': base.make_net(discriminator.init(d_key, x, s), d_tx)}
+          'd': base.make_net(discriminator.init(d_key, x, s, method='init_all'), d_tx)}
   text_net = tc.init_text_net(text, t_key)
   if text_net is not None:
     nets['text'] = text_net
@@ -303,11 +360,14 @@ def build(config, *, with_data: bool = True) -> base.Family:
 
   return base.Family(init=init,
                      train_step=make_train_step(config, generator, discriminator, text),
-                     sample=sample, batch_keys=('image', *tc.batch_keys(config)),
+                     sample=sample,
+                     batch_keys=('image', *tc.batch_keys(config),
+                                 *(AUX_KEYS if aux_weight(config) > 0 else ())),
                      examples_per_step=config.batch_size,
                      progress_keys=('d_loss', 'g_loss', 'ma_gp')
                      + (('g_matching',) if matching_weight(config) > 0 else ())
-                     + (('g_mode_seeking',) if mode_seeking_weight(config) > 0 else ()))
+                     + (('g_mode_seeking',) if mode_seeking_weight(config) > 0 else ())
+                     + (('g_aux',) if aux_weight(config) > 0 else ()))
 
 
 def make_train_step(config, generator, discriminator, text):
@@ -319,6 +379,10 @@ def make_train_step(config, generator, discriminator, text):
   decay = float(ema_decay(config))
   weight, image = matching_weight(config), image_net(config)
   ms_weight = mode_seeking_weight(config)
+  aux_w = aux_weight(config)
+  if aux_w > 0:
+    from jaxgen.data import shapes  # pylint: disable=g-import-not-at-top
+    num_shapes, num_colours = len(shapes.SHAPES), len(shapes.COLOURS)
   if image is not None:
     match_loss = text_encoder.matching_loss(config.matching)
     match_size = config.matching.resolution
@@ -327,6 +391,9 @@ def make_train_step(config, generator, discriminator, text):
     real = batch['image']
     m = real.shape[0]
     nets = state.nets
+    if aux_w > 0:  # the caption's (= the real image's) shapes and colours, multi-hot
+      targets = attribute_targets(batch['object_shape'], batch['object_colour'], num_shapes,
+                                  num_colours)
     g, d = nets['g'], nets['d']
     phi = tc.embed(text, nets.get('text'), batch)
     s = scaled(config, phi)
@@ -367,7 +434,12 @@ def make_train_step(config, generator, discriminator, text):
         mis_logits = jnp.concatenate([mis_logits, cf_logits])
       fake_logits = discriminator.apply(variables, fake, s)  # fake: a constant here (detached)
       terms = losses.discriminator_loss(real_logits, fake_logits, mis_logits)
-      return terms['loss'] + gp, dict(terms, ma_gp=gp, **extra)
+      total = terms['loss'] + gp
+      if aux_w > 0:  # D's attribute head learns the real images' labels (never the fakes')
+        extra['aux'] = attribute_loss(
+            discriminator.apply(variables, features, method='attributes'), targets)
+        total = total + aux_w * extra['aux']
+      return total, dict(terms, ma_gp=gp, **extra)
 
     (d_loss, d_terms), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d['params'])
     d = base.apply_gradients(d, d_grads, d_tx)
@@ -376,11 +448,16 @@ def make_train_step(config, generator, discriminator, text):
 
     def g_loss_fn(all_images):
       images = all_images[:m]
-      adv = losses.generator_loss(discriminator.apply(d_now, images, s))
+      features = discriminator.apply(d_now, images, method='features')
+      adv = losses.generator_loss(discriminator.apply(d_now, features, s, method='head'))
       total, terms = adv, {}
+      if aux_w > 0:  # the fakes must show their captions' shapes and colours to D's head
+        aux = attribute_loss(discriminator.apply(d_now, features, method='attributes'),
+                             targets)
+        total, terms = total + aux_w * aux, {'g_adv': adv, 'g_aux': aux}
       if ms_weight > 0:
         ms = mode_seeking_term(images, all_images[m:], z, z2)
-        total, terms = total + ms_weight * ms, {'g_adv': adv, 'g_mode_seeking': ms}
+        total, terms = total + ms_weight * ms, dict(terms, g_adv=adv, g_mode_seeking=ms)
       if image is None:
         return total, terms
       x = images
@@ -400,6 +477,8 @@ def make_train_step(config, generator, discriminator, text):
                'g_loss': g_loss, 'finite': finite.astype(jnp.float32)}
     if with_counterfactual:
       metrics['d_counterfactual'] = d_terms['counterfactual']
+    if aux_w > 0:
+      metrics['d_aux'] = d_terms['aux']
     metrics.update(g_terms)
     return state.replace(step=state.step + 1, nets=dict(nets, g=g, d=d)), metrics
 

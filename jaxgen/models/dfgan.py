@@ -240,14 +240,30 @@ class MatchingDiscriminator(nn.Module):
   resolution: int = 256
   width: int = 32
   conv_impl: str = 'plain'
+  num_attributes: int = 0  # > 0 (not the paper): an attribute head on the features
 
   def setup(self):
     self.feature_net = Discriminator(self.resolution, self.width, self.conv_impl,
                                      name='features')
     self.head_net = DiscriminatorHead(self.width, name='head')
+    if self.num_attributes:
+      self.attribute_net = nn.Dense(self.num_attributes, name='attributes')
 
   def features(self, x):
     return self.feature_net(x)
+
+  def attributes(self, features):
+    """Attribute logits [B, num_attributes] from the features [B, 4, 4, F] (one linear layer
+    on the flattened map, so where a feature sits stays readable)."""
+    if not self.num_attributes:
+      raise ValueError('This discriminator has no attribute head (num_attributes=0).')
+    return self.attribute_net(features.reshape((features.shape[0], -1)))
+
+  def init_all(self, x, s):
+    """Every parameter, the attribute head's included (``init(..., method='init_all')``)."""
+    features = self.feature_net(x)
+    out = self.head_net(features, s)
+    return (out, self.attributes(features)) if self.num_attributes else out
 
   def head(self, features, s):
     return self.head_net(features, s)
@@ -280,10 +296,11 @@ def check(cfg) -> None:
                      f'{", ".join(CONV_IMPLS)}.')
 
 
-def make_networks(cfg):
-  """``(Generator, MatchingDiscriminator)`` for ``cfg`` (``config.model``)."""
+def make_networks(cfg, num_attributes: int = 0):
+  """``(Generator, MatchingDiscriminator)`` for ``cfg`` (``config.model``); D with an attribute
+  head of ``num_attributes`` logits when it is > 0."""
   check(cfg)
   cfg = with_defaults(cfg, DEFAULTS)
   g = Generator(cfg.resolution, cfg.channels, cfg.g_width, cfg.residual_gamma)
-  d = MatchingDiscriminator(cfg.resolution, cfg.d_width, cfg.conv_impl)
+  d = MatchingDiscriminator(cfg.resolution, cfg.d_width, cfg.conv_impl, num_attributes)
   return g, d
