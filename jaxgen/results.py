@@ -891,7 +891,8 @@ BLOCKS: dict[str, Block] = {
     # DF-GAN with an attribute classifier in D (not the paper), beside the same recipe
     # without it (both keep G's weight average).
     'text_to_image_dfgan_aux': Block(render_text_to_image, tuple(
-        _scored(f'dfgan/{run}', f'dfgan_{run}') for run in ('cpu32_ema', 'cpu32_aux_ema'))),
+        _scored(f'dfgan/{run}', f'dfgan_{run}')
+        for run in ('cpu32_ema', 'cpu32_aux_ema', 'cpu32_aux4_ema'))),
     'matching_probe_counterfactual': Block(render_matching_probe, tuple(
         Source(f'docs/results/{family}/matching_{run}{suffix}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/{family}/{run} {option}'
@@ -907,7 +908,7 @@ BLOCKS: dict[str, Block] = {
         Source(f'docs/results/dfgan/matching_{run}.json',
                f'python -m jaxgen.matching_probe --workdir=runs/dfgan/{run} '
                f'--results=docs/results/dfgan/matching_{run}.json')
-        for run in ('cpu32_baseline', 'cpu32_aux_ema'))),
+        for run in ('cpu32_baseline', 'cpu32_aux_ema', 'cpu32_aux4_ema'))),
     'text_to_image_models': Block(render_text_to_image, (
         _scored('gan_int_cls/gan_int_cls', 'gan_int_cls'),
         _scored('stackgan/stage1', 'stackgan1', '--resolution=64 '),
