@@ -64,7 +64,6 @@ run's without the term) and adds ``weight / (mean|G(z', s) - G(z, s)| / mean|z' 
 to G's loss: G is penalised when two latents give the same image for one caption. Logged as
 ``g_mode_seeking`` (the term before its weight).
 
-Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
 ``aux_classifier.weight`` (default 0: the paper; ``jaxgen_shapes`` only; the auxiliary
 classifier of AC-GAN, Odena et al. 2017, as TAC-GAN, Dash et al. 2017, puts it beside a text
 condition) gives D one more head, a linear layer on its 4x4 features that predicts which
@@ -76,6 +75,7 @@ caption each fake was drawn from (``g_aux``). D's classifier never trains on fak
 features learn the shapes of real images only and G is asked to draw what they read.
 A caption of this set names every object, so its labels are the caption's.
 
+Adam for both, betas (0.0, 0.9), G at 1e-4 and D at 4e-4 (the official optimisers).
 ``ema_decay`` (default 0: the paper) keeps ``g['ema']``, ``ema <- decay * ema + (1 - decay) *
 params`` after each G update; the step's own G forward and update use the trained weights.
 Metrics: ``d_loss`` (with MA-GP), its terms ``d_real``, ``d_fake``, ``d_mismatch``,
@@ -92,7 +92,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
 import optax
 
 from jaxgen import optim
@@ -118,19 +117,24 @@ def resolve(config) -> None:
   config.init_from.image = config.init_from.text.rpartition(':')[0] + ':image'
 
 
+def option_weight(config, section: str) -> float:
+  """``config.<section>.weight`` of an option that is not the paper's, as a float; 0.0 (off)
+  for runs made before the option existed."""
+  option = config.get(section)
+  return float(option.weight) if option is not None else 0.0
+
+
 def matching_weight(config) -> float:
-  """The weight of G's image-text matching loss (0.0 for runs made before the option)."""
-  matching = config.get('matching')
-  return float(matching.weight) if matching is not None else 0.0
+  """The weight of G's image-text matching loss."""
+  return option_weight(config, 'matching')
 
 
 MODE_SEEKING_EPS = 1e-5  # MSGAN's code: 1 / (lz + eps)
 
 
 def mode_seeking_weight(config) -> float:
-  """The weight of MSGAN's mode-seeking term (0.0 for runs made before the option)."""
-  ms = config.get('mode_seeking')
-  return float(ms.weight) if ms is not None else 0.0
+  """The weight of MSGAN's mode-seeking term."""
+  return option_weight(config, 'mode_seeking')
 
 
 def mode_seeking_term(fake, fake2, z, z2) -> jax.Array:
@@ -141,9 +145,8 @@ def mode_seeking_term(fake, fake2, z, z2) -> jax.Array:
 
 
 def aux_weight(config) -> float:
-  """The weight of the attribute classifier's terms (0.0 for runs made before the option)."""
-  aux = config.get('aux_classifier')
-  return float(aux.weight) if aux is not None else 0.0
+  """The weight of the attribute classifier's terms."""
+  return option_weight(config, 'aux_classifier')
 
 
 # The labels the attribute head predicts, as batch keys: jaxgen_shapes' per-object shape and
@@ -208,33 +211,25 @@ def validate(config) -> None:
   if config.batch_size < 2:
     raise ValueError(f'The mismatched pairs pair each image with another of the batch: '
                      f'batch_size must be >= 2; got {config.batch_size}.')
-  matching = config.get('matching')
-  if matching is not None:
-    if not _number(matching.weight) or matching.weight < 0:
-      raise ValueError(f'matching.weight must be a number >= 0 (0: off, the paper); got '
-                       f'{matching.weight!r}.')
-    if matching.weight > 0:
-      if tc.is_precomputed(config):
-        raise ValueError('matching.weight > 0 needs the text-encoder run\'s image network; '
-                         'precomputed embeddings come without one.')
-      text_encoder.matching_loss(matching)  # an unknown loss.name is a clear error
-      if not matching.image_features or any(not isinstance(f, int) or f <= 0
-                                            for f in matching.image_features):
-        raise ValueError(f'matching.image_features must be positive integers (the text-encoder '
-                         f'run\'s image.features); got {matching.image_features!r}.')
-      base.positive_int('matching.resolution', matching.resolution)
-  ms = config.get('mode_seeking')
-  if ms is not None and (not _number(ms.weight) or ms.weight < 0):
-    raise ValueError(f'mode_seeking.weight must be a number >= 0 (0: off, the paper); got '
-                     f'{ms.weight!r}.')
-  aux = config.get('aux_classifier')
-  if aux is not None:
-    if not _number(aux.weight) or aux.weight < 0:
-      raise ValueError(f'aux_classifier.weight must be a number >= 0 (0: off, the paper); '
-                       f'got {aux.weight!r}.')
-    if aux.weight > 0 and config.data.name != 'jaxgen_shapes':
-      raise ValueError(f'aux_classifier.weight > 0 needs per-object shape and colour labels, '
-                       f'which only jaxgen_shapes stores; data.name={config.data.name!r}.')
+  for section in ('matching', 'mode_seeking', 'aux_classifier'):
+    option = config.get(section)
+    if option is not None and (not _number(option.weight) or option.weight < 0):
+      raise ValueError(f'{section}.weight must be a number >= 0 (0: off, the paper); got '
+                       f'{option.weight!r}.')
+  if matching_weight(config) > 0:
+    matching = config.matching
+    if tc.is_precomputed(config):
+      raise ValueError('matching.weight > 0 needs the text-encoder run\'s image network; '
+                       'precomputed embeddings come without one.')
+    text_encoder.matching_loss(matching)  # an unknown loss.name is a clear error
+    if not matching.image_features or any(not isinstance(f, int) or f <= 0
+                                          for f in matching.image_features):
+      raise ValueError(f'matching.image_features must be positive integers (the text-encoder '
+                       f'run\'s image.features); got {matching.image_features!r}.')
+    base.positive_int('matching.resolution', matching.resolution)
+  if aux_weight(config) > 0 and config.data.name != 'jaxgen_shapes':
+    raise ValueError(f'aux_classifier.weight > 0 needs per-object shape and colour labels, '
+                     f'which only jaxgen_shapes stores; data.name={config.data.name!r}.')
   decay = ema_decay(config)
   if not _number(decay) or not 0.0 <= decay < 1.0:
     raise ValueError(f'ema_decay must be a number in [0, 1) (0: no EMA, the paper); got '
